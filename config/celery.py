@@ -1,0 +1,26 @@
+"""The Celery application. Settings live in Django settings under the ``CELERY_`` prefix."""
+
+import os
+
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+
+app = Celery("backoffice")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def _bind_task_context(task_id: str | None = None, task=None, **_: object) -> None:
+    from config.logging import bind_context
+
+    bind_context(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _clear_task_context(**_: object) -> None:
+    from config.logging import clear_context
+
+    clear_context()

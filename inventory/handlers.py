@@ -1,0 +1,58 @@
+"""Inventory's saga commands: reserve stock, and its compensation, release stock."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from inventory.services import LineRequest, stock_release, stock_reserve
+from outbox.exceptions import PoisonMessage
+from outbox.messages import Message
+from sagas.messages import command_meta
+from sagas.participant import saga_participant
+
+CONSUMER = "inventory"
+
+
+@dataclass(frozen=True)
+class ReserveStock:
+    order_id: int
+    lines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReleaseStock:
+    order_id: int
+    reservation_key: str
+
+
+def _lines(raw: list[dict[str, Any]]) -> list[LineRequest]:
+    try:
+        lines = [LineRequest(sku=str(line["sku"]), quantity=int(line["quantity"])) for line in raw]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonMessage(f"malformed order lines: {exc}") from None
+    if not lines or any(line.quantity <= 0 for line in lines):
+        raise PoisonMessage("order lines must be non-empty with positive quantities")
+    return lines
+
+
+def reserve(message: Message, _: object) -> dict[str, Any]:
+    command = message.parse(ReserveStock)
+    reservation = stock_reserve(
+        order_id=command.order_id,
+        idempotency_key=command_meta(message).idempotency_key,
+        lines=_lines(command.lines),
+    )
+    return {"reservation_id": reservation.pk}
+
+
+def release(message: Message, _: object) -> dict[str, Any]:
+    command = message.parse(ReleaseStock)
+    reservation = stock_release(
+        order_id=command.order_id,
+        reservation_key=command.reservation_key,
+        idempotency_key=command_meta(message).idempotency_key,
+    )
+    return {"released_reservation_id": reservation.pk}
+
+
+saga_participant(CONSUMER, "reserve_stock", handle=reserve)
+saga_participant(CONSUMER, "release_stock", handle=release)

@@ -1,0 +1,114 @@
+"""Writes of the inventory context: receiving, reserving and releasing stock."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from inventory.locks import lock_stock
+from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
+from sagas.exceptions import BusinessFailure
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    sku: str
+    quantity: int
+
+
+class OutOfStock(BusinessFailure):
+    pass
+
+
+def product_upsert(*, sku: str, name: str, price_amount: int, currency: str = "EUR") -> Product:
+    with transaction.atomic():
+        product, _ = Product.objects.update_or_create(
+            sku=sku, defaults={"name": name, "price_amount": price_amount, "currency": currency}
+        )
+        StockLevel.objects.get_or_create(product=product)
+    return product
+
+
+def stock_receive(*, product: Product, quantity: int, idempotency_key: str = "") -> StockLevel:
+    """Add received goods to stock, as a receipt movement."""
+    if quantity <= 0:
+        raise ValueError("a receipt adds at least one unit")
+    with transaction.atomic():
+        stock = lock_stock([product.pk])[product.pk]
+        stock.on_hand += quantity
+        stock.updated_at = timezone.now()
+        stock.save(update_fields=["on_hand", "updated_at"])
+        StockMovement.objects.create(
+            product=product, kind=StockMovement.Kind.RECEIPT, quantity=quantity, idempotency_key=idempotency_key
+        )
+    return stock
+
+
+def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineRequest]) -> Reservation:
+    """Reserve every line or none. Idempotent by key: a repeated command returns the same
+    reservation (or the tombstone a release left), never reserving twice."""
+    existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[line.sku for line in lines])}
+    unknown = sorted({line.sku for line in lines} - set(products))
+    if unknown:
+        raise BusinessFailure(f"unknown product: {', '.join(unknown)}")
+    wanted: dict[int, int] = {}
+    for line in lines:
+        wanted[products[line.sku].pk] = wanted.get(products[line.sku].pk, 0) + line.quantity
+    stock = lock_stock(sorted(wanted))
+    short = [
+        f"{sku} (wanted {wanted[p.pk]}, available {stock[p.pk].available if p.pk in stock else 0})"
+        for sku, p in sorted(products.items())
+        if p.pk not in stock or stock[p.pk].available < wanted[p.pk]
+    ]
+    if short:
+        raise OutOfStock(f"out of stock: {'; '.join(short)}")
+    reservation = Reservation.objects.create(order_id=order_id, idempotency_key=idempotency_key)
+    for product_id, quantity in wanted.items():
+        ReservationLine.objects.create(reservation=reservation, product_id=product_id, quantity=quantity)
+        StockMovement.objects.create(
+            product_id=product_id,
+            kind=StockMovement.Kind.RESERVE,
+            quantity=quantity,
+            reservation=reservation,
+            idempotency_key=idempotency_key,
+        )
+        level = stock[product_id]
+        level.reserved += quantity
+        level.updated_at = timezone.now()
+        level.save(update_fields=["reserved", "updated_at"])
+    return reservation
+
+
+def stock_release(*, order_id: int, reservation_key: str, idempotency_key: str) -> Reservation:
+    """Release a reservation, as new release movements. With nothing reserved yet, leave a
+    released tombstone under the reservation's key, so a late reserve command cannot reserve
+    stock for an order that was already compensated."""
+    Reservation.objects.get_or_create(
+        idempotency_key=reservation_key,
+        defaults={"order_id": order_id, "status": Reservation.Status.RELEASED, "released_at": Now()},
+    )
+    reservation = Reservation.objects.select_for_update().get(idempotency_key=reservation_key)
+    if reservation.status == Reservation.Status.RELEASED:
+        return reservation
+    lines = list(reservation.lines.all())
+    stock = lock_stock(sorted(line.product_id for line in lines))
+    for line in lines:
+        StockMovement.objects.create(
+            product_id=line.product_id,
+            kind=StockMovement.Kind.RELEASE,
+            quantity=line.quantity,
+            reservation=reservation,
+            idempotency_key=idempotency_key,
+        )
+        level = stock[line.product_id]
+        level.reserved -= line.quantity
+        level.updated_at = timezone.now()
+        level.save(update_fields=["reserved", "updated_at"])
+    reservation.status = Reservation.Status.RELEASED
+    reservation.released_at = timezone.now()
+    reservation.save(update_fields=["status", "released_at"])
+    return reservation

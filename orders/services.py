@@ -1,0 +1,158 @@
+"""Writes of the orders context: placing an order (which starts its saga), cancelling it,
+and the saga's confirm and cancel steps."""
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from inventory.selectors import product_catalog
+from orders.exceptions import InvalidOrder, OrderNotCancellable
+from orders.models import Notification, Order, OrderLine
+from orders.notifications import notification_send
+from orders.saga import ORDER_SAGA, OrderSagaData
+from sagas.exceptions import CancellationRefused
+from sagas.orchestrator import saga_request_cancel, saga_start
+
+MAX_LINES = 100
+MAX_QUANTITY = 1000
+
+
+@dataclass(frozen=True)
+class LineInput:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Customer:
+    email: str
+    name: str
+
+
+def order_place(
+    *,
+    customer: Customer,
+    lines: list[LineInput],
+    payment_token: str,
+    shipping_address: dict[str, Any],
+    client: AbstractBaseUser | None = None,
+    idempotency_key: str = "",
+) -> Order:
+    """Create the order and start its saga in one transaction. Prices come from the catalog."""
+    errors: dict[str, list[str]] = {}
+    if not lines:
+        errors["lines"] = ["an order needs at least one line"]
+    elif len(lines) > MAX_LINES:
+        errors["lines"] = [f"at most {MAX_LINES} lines per order"]
+    duplicated = sorted(sku for sku, count in Counter(line.sku for line in lines).items() if count > 1)
+    if duplicated:
+        errors.setdefault("lines", []).append(f"each sku at most once per order: {', '.join(duplicated)}")
+    if any(not 0 < line.quantity <= MAX_QUANTITY for line in lines):
+        errors.setdefault("lines", []).append(f"quantities must be between 1 and {MAX_QUANTITY}")
+    catalog = product_catalog([line.sku for line in lines])
+    unknown = sorted({line.sku for line in lines} - set(catalog))
+    if unknown:
+        errors.setdefault("lines", []).append(f"unknown sku: {', '.join(unknown)}")
+    currencies = {product.currency for product in catalog.values()}
+    if len(currencies) > 1:
+        errors.setdefault("lines", []).append("all products of an order must share one currency")
+    if errors:
+        raise InvalidOrder(errors)
+
+    currency = currencies.pop()
+    total = sum(catalog[line.sku].price_amount * line.quantity for line in lines)
+    saga_id = uuid.uuid4()
+    with transaction.atomic():
+        order = Order.objects.create(
+            client=client,
+            customer_email=customer.email,
+            customer_name=customer.name,
+            shipping_address=shipping_address,
+            total_amount=total,
+            currency=currency,
+            saga_id=saga_id,
+        )
+        OrderLine.objects.bulk_create(
+            OrderLine(
+                order=order,
+                sku=line.sku,
+                name=catalog[line.sku].name,
+                quantity=line.quantity,
+                unit_price_amount=catalog[line.sku].price_amount,
+                currency=currency,
+            )
+            for line in lines
+        )
+        saga_start(
+            definition=ORDER_SAGA,
+            saga_id=saga_id,
+            aggregate="order",
+            aggregate_id=order.pk,
+            idempotency_key=idempotency_key,
+            data=OrderSagaData(
+                order_id=order.pk,
+                saga_id=str(saga_id),
+                amount=total,
+                currency=currency,
+                payment_token=payment_token,
+                lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
+                shipping_address=shipping_address,
+            ),
+        )
+    return order
+
+
+def order_request_cancel(*, order: Order, reason: str = "cancelled by the customer") -> Order:
+    """Ask the saga to stop and compensate. Idempotent: a cancelled order stays cancelled."""
+    if order.status == Order.Status.CANCELLED:
+        return order
+    if order.status == Order.Status.CONFIRMED:
+        raise OrderNotCancellable("the order is already confirmed and can no longer be cancelled")
+    try:
+        saga_request_cancel(saga_id=order.saga_id, reason=reason)
+    except CancellationRefused as exc:
+        raise OrderNotCancellable(str(exc)) from exc
+    order.refresh_from_db()
+    return order
+
+
+def order_confirm(*, order_id: int) -> Order:
+    """The saga's last step: confirm the order and email the customer, once."""
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.status == Order.Status.PENDING:
+        order.status = Order.Status.CONFIRMED
+        order.updated_at = timezone.now()
+        order.save(update_fields=["status", "updated_at"])
+    if order.status == Order.Status.CONFIRMED:
+        lines = "\n".join(f"  {line.quantity} x {line.name}" for line in order.lines.all())
+        notification_send(
+            order=order,
+            kind=Notification.Kind.CONFIRMATION,
+            body=f"Hello {order.customer_name},\n\nyour order {order.pk} is confirmed:\n{lines}\n",
+        )
+    return order
+
+
+def order_cancel(*, order_id: int, reason: str) -> Order:
+    """The compensation of creating the order: cancel it and tell the customer, once."""
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.status == Order.Status.PENDING:
+        order.status = Order.Status.CANCELLED
+        order.cancel_reason = reason or "cancelled"
+        order.updated_at = timezone.now()
+        order.save(update_fields=["status", "cancel_reason", "updated_at"])
+    if order.status == Order.Status.CANCELLED:
+        notification_send(
+            order=order,
+            kind=Notification.Kind.CANCELLATION,
+            body=(
+                f"Hello {order.customer_name},\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
+                "Any amount charged has been refunded.\n"
+            ),
+        )
+    return order

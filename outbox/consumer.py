@@ -1,0 +1,211 @@
+"""Consuming messages effectively once: the handler registry and the inbox wrapper.
+
+A handler runs in one transaction with the insertion of its inbox row, so its effect and
+the record that it happened commit together. A crash before the commit leaves the message
+unhandled, and its redelivery does the work; a duplicate finds the inbox row and stops.
+"""
+
+import logging
+import random
+import traceback as tb
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from config.logging import bind_context, reset_context
+from outbox.exceptions import PoisonMessage
+from outbox.messages import Message, reset_current_message, set_current_message
+from outbox.models import DeadLetter, InboxMessage
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Message, Any], None]
+Prepare = Callable[[Message], Any]
+DeadLetterHook = Callable[[Message, str], None]
+
+
+@dataclass(frozen=True)
+class Registration:
+    consumer: str
+    type: str
+    handle: Handler
+    prepare: Prepare | None = None
+    on_dead_letter: DeadLetterHook | None = None
+
+
+_registry: dict[tuple[str, str], Registration] = {}
+
+
+def register(
+    consumer: str,
+    type: str,
+    *,
+    handle: Handler,
+    prepare: Prepare | None = None,
+    on_dead_letter: DeadLetterHook | None = None,
+) -> None:
+    """Register the handler of one message type for one consumer (a destination queue).
+
+    ``prepare`` runs first, outside any transaction, for calls to the outside world (a payment
+    gateway, a carrier) that must be idempotent by key; its result is handed to ``handle``.
+    ``on_dead_letter`` runs in the dead letter's transaction, e.g. to tell a saga the step failed.
+    """
+    _registry[(consumer, type)] = Registration(consumer, type, handle, prepare, on_dead_letter)
+
+
+def registration_for(consumer: str, type: str) -> Registration:
+    try:
+        return _registry[(consumer, type)]
+    except KeyError:
+        raise PoisonMessage(f"no handler for message type {type!r} in {consumer!r}") from None
+
+
+class RetryLater(Exception):
+    """Raised by :func:`deliver` when the message must be delivered again after ``countdown``."""
+
+    def __init__(self, countdown: float, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.countdown = countdown
+        self.cause = cause
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter, so retries of many messages do not stampede."""
+    ceiling = min(settings.OUTBOX_RETRY_MAX_SECONDS, settings.OUTBOX_RETRY_BASE_SECONDS * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
+    """Handle one delivered envelope. Returns handled, duplicate or dead_letter.
+
+    Raises :class:`RetryLater` on a transient failure while attempts remain.
+    """
+    try:
+        message = Message.from_envelope(raw)
+        registration = registration_for(message.destination, message.type)
+    except PoisonMessage as exc:
+        _dead_letter_poison(raw, queue=queue, reason=str(exc))
+        return "dead_letter"
+
+    log_token = bind_context(
+        message_id=message.message_id,
+        message_type=message.type,
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
+        consumer=registration.consumer,
+        attempt=attempt,
+    )
+    message_token = set_current_message(message)
+    try:
+        return _deliver(message, registration, attempt)
+    finally:
+        reset_current_message(message_token)
+        reset_context(log_token)
+
+
+def _deliver(message: Message, registration: Registration, attempt: int) -> str:
+    if InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists():
+        logger.info("duplicate message absorbed")
+        return "duplicate"
+    try:
+        prepared = registration.prepare(message) if registration.prepare else None
+        with transaction.atomic():
+            if not _claim_inbox(registration.consumer, message):
+                # A concurrent delivery of the same message committed first; our prepare step
+                # was idempotent by key, so nothing happened twice.
+                logger.info("duplicate message absorbed (concurrent delivery)")
+                return "duplicate"
+            registration.handle(message, prepared)
+    except PoisonMessage as exc:
+        _dead_letter(message, registration, reason=str(exc), poison=True, attempts=attempt + 1)
+        return "dead_letter"
+    except Exception as exc:
+        if attempt + 1 >= settings.OUTBOX_MAX_ATTEMPTS:
+            _dead_letter(
+                message,
+                registration,
+                reason=f"{type(exc).__name__}: {exc}",
+                traceback=tb.format_exc(),
+                attempts=attempt + 1,
+            )
+            return "dead_letter"
+        countdown = backoff_seconds(attempt)
+        logger.warning(
+            "handler failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": countdown}
+        )
+        raise RetryLater(countdown, exc) from exc
+    logger.debug("message handled")
+    return "handled"
+
+
+def _claim_inbox(consumer: str, message: Message) -> bool:
+    """Insert the inbox row; False when it is already there (the message was handled)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO outbox_inboxmessage (consumer, message_id, type, correlation_id, received_at)"
+            " VALUES (%s, %s, %s, %s, now())"
+            " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id",
+            [consumer, message.message_id, message.type, message.correlation_id],
+        )
+        return cursor.fetchone() is not None
+
+
+def _dead_letter(
+    message: Message,
+    registration: Registration,
+    *,
+    reason: str,
+    traceback: str = "",
+    poison: bool = False,
+    attempts: int = 0,
+) -> None:
+    logger.error("message dead-lettered", extra={"reason": reason, "poison": poison})
+    with transaction.atomic():
+        _store_dead_letter(
+            consumer=registration.consumer,
+            message_id=message.message_id,
+            type=message.type,
+            correlation_id=message.correlation_id,
+            envelope=_envelope_of(message),
+            reason=reason,
+            traceback=traceback,
+            poison=poison,
+            attempts=attempts,
+        )
+        if registration.on_dead_letter is not None:
+            registration.on_dead_letter(message, reason)
+
+
+def _dead_letter_poison(raw: object, *, queue: str, reason: str) -> None:
+    envelope = raw if isinstance(raw, dict) else {"raw": repr(raw)[:10_000]}
+    logger.error("poison message dead-lettered", extra={"reason": reason, "queue": queue})
+    with transaction.atomic():
+        _store_dead_letter(
+            consumer=str(envelope.get("destination") or queue or "unknown")[:50],
+            message_id=str(envelope.get("message_id") or "")[:64] or f"poison-{random.getrandbits(64):x}",
+            type=str(envelope.get("type") or "")[:100],
+            correlation_id=str(envelope.get("correlation_id") or "")[:64],
+            envelope=envelope,
+            reason=reason,
+            poison=True,
+            attempts=1,
+        )
+
+
+def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None:
+    from django.db.models.functions import Now
+
+    DeadLetter.objects.update_or_create(
+        consumer=consumer,
+        message_id=message_id,
+        defaults={**fields, "status": DeadLetter.Status.DEAD, "updated_at": Now()},
+    )
+
+
+def _envelope_of(message: Message) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(message)

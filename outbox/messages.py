@@ -1,0 +1,115 @@
+"""The message envelope every context exchanges, and parsing of typed payloads."""
+
+import contextvars
+import dataclasses
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from outbox.exceptions import PoisonMessage
+
+_ENVELOPE_FIELDS = ("message_id", "type", "destination", "payload")
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    type: str
+    destination: str
+    payload: dict[str, Any]
+    aggregate: str = ""
+    aggregate_id: str = ""
+    correlation_id: str = ""
+    causation_id: str = ""
+    traceparent: str = ""
+    created_at: str = ""
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_envelope(cls, raw: object) -> "Message":
+        """Parse a delivered envelope; anything malformed is a poison message."""
+        if not isinstance(raw, dict):
+            raise PoisonMessage(f"the envelope is a {type(raw).__name__}, not an object")
+        missing = [name for name in _ENVELOPE_FIELDS if name not in raw]
+        if missing:
+            raise PoisonMessage(f"the envelope lacks {', '.join(missing)}")
+        try:
+            uuid.UUID(str(raw["message_id"]))
+        except ValueError:
+            raise PoisonMessage(f"message_id {raw['message_id']!r} is not a uuid") from None
+        if not isinstance(raw["payload"], dict):
+            raise PoisonMessage("the payload is not an object")
+        if not isinstance(raw.get("headers", {}), dict):
+            raise PoisonMessage("the headers are not an object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        for name in ("message_id", "type", "destination", "aggregate", "aggregate_id", "correlation_id"):
+            if name in values:
+                values[name] = str(values[name] or "")
+        return cls(**values)
+
+    def parse(self, payload_class: type[P]) -> P:
+        return parse_payload(payload_class, self.payload)
+
+
+def parse_payload(payload_class: type[P], payload: dict[str, Any]) -> P:
+    """Build a payload dataclass, checking field names and plain types; else a PoisonMessage."""
+    hints = typing.get_type_hints(payload_class)
+    fields = {f.name: f for f in dataclasses.fields(payload_class)}  # type: ignore[arg-type]
+    unknown = set(payload) - set(fields)
+    if unknown:
+        raise PoisonMessage(f"{payload_class.__name__}: unknown fields {sorted(unknown)}")
+    values = {}
+    for name, spec in fields.items():
+        if name not in payload:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise PoisonMessage(f"{payload_class.__name__}: missing field {name!r}")
+            continue
+        value = payload[name]
+        if not _matches(value, hints[name]):
+            raise PoisonMessage(f"{payload_class.__name__}.{name}: {value!r} is not {hints[name]}")
+        values[name] = value
+    return payload_class(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def as_payload(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+
+
+_current_message: contextvars.ContextVar[Message | None] = contextvars.ContextVar("current_message", default=None)
+
+
+def current_message() -> Message | None:
+    """The message being handled right now, whose ids further messages inherit."""
+    return _current_message.get()
+
+
+def set_current_message(message: Message | None) -> contextvars.Token:
+    return _current_message.set(message)
+
+
+def reset_current_message(token: contextvars.Token) -> None:
+    _current_message.reset(token)

@@ -1,0 +1,111 @@
+import uuid
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class OutboxMessage(models.Model):
+    """A message written in the same transaction as the change that causes it.
+
+    The bigint primary key is the publication order: writers of one aggregate hold its row
+    lock while they publish, so for one aggregate id order equals commit order.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100)
+    destination = models.CharField(max_length=50, help_text="the consuming context (its Celery queue)")
+    aggregate = models.CharField(max_length=50)
+    aggregate_id = models.CharField(max_length=64)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    causation_id = models.CharField(max_length=64, blank=True)
+    traceparent = models.CharField(max_length=55, blank=True)
+    payload = models.JSONField()
+    headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    available_at = models.DateTimeField(db_default=Now())
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            # The relay's claim query reads only unpublished rows, in id order.
+            models.Index(
+                fields=["id"],
+                name="outbox_unpublished_idx",
+                condition=models.Q(published_at__isnull=True),
+            ),
+            models.Index(fields=["published_at"], name="outbox_published_at_idx"),
+            models.Index(fields=["created_at"], name="outbox_created_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} -> {self.destination} ({self.message_id})"
+
+    def envelope(self) -> dict:
+        return {
+            "message_id": str(self.message_id),
+            "type": self.type,
+            "destination": self.destination,
+            "aggregate": self.aggregate,
+            "aggregate_id": self.aggregate_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+            "created_at": self.created_at.isoformat(),
+            "payload": self.payload,
+            "headers": self.headers,
+        }
+
+
+class InboxMessage(models.Model):
+    """A message a consumer has handled. Inserted in the transaction of the handler's effect."""
+
+    id = models.BigAutoField(primary_key=True)
+    consumer = models.CharField(max_length=50)
+    message_id = models.UUIDField()
+    type = models.CharField(max_length=100)
+    correlation_id = models.CharField(max_length=64, blank=True)
+    received_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["consumer", "message_id"], name="inbox_consumer_message_unique")]
+        indexes = [models.Index(fields=["received_at"], name="inbox_received_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.type} ({self.message_id})"
+
+
+class DeadLetter(models.Model):
+    """A message a consumer gave up on, kept with its reason until an operator replays it."""
+
+    class Status(models.TextChoices):
+        DEAD = "dead", "dead"
+        REPLAYED = "replayed", "replayed"
+
+    id = models.BigAutoField(primary_key=True)
+    consumer = models.CharField(max_length=50)
+    message_id = models.CharField(max_length=64, help_text="as received; a poison message may have none")
+    type = models.CharField(max_length=100, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    envelope = models.JSONField()
+    reason = models.TextField()
+    traceback = models.TextField(blank=True)
+    poison = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DEAD)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replay_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "message_id"], name="deadletter_consumer_message_unique")
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="deadletter_status_idx")]
+        permissions = [("replay_deadletter", "Can replay a dead letter")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.type or '?'} ({self.message_id})"

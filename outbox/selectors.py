@@ -1,0 +1,37 @@
+"""Reads of the messaging layer, for the admin, the dashboard and the health check."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from outbox.models import DeadLetter, OutboxMessage
+
+
+@dataclass(frozen=True)
+class Backlog:
+    count: int
+    oldest_created_at: datetime | None
+
+    @property
+    def oldest_age_seconds(self) -> float:
+        if self.oldest_created_at is None:
+            return 0.0
+        return max(0.0, (timezone.now() - self.oldest_created_at).total_seconds())
+
+
+def outbox_backlog() -> Backlog:
+    """Count and age of unpublished messages (served by the partial index)."""
+    result = OutboxMessage.objects.filter(published_at__isnull=True).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    return Backlog(count=result["count"], oldest_created_at=result["oldest"])
+
+
+def dead_letter_count() -> int:
+    return DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count()
+
+
+def messages_of_correlation(correlation_id: str) -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.filter(correlation_id=correlation_id).order_by("id"))

@@ -1,0 +1,124 @@
+"""The payment gateway interface, and a fake that behaves like Stripe.
+
+Every call carries an idempotency key derived from the saga step; the same key returns the
+same result and never moves money twice. Calls happen outside database transactions.
+"""
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.db import IntegrityError, transaction
+
+from config.faults import fault_fires, injected_latency
+from outbox.exceptions import TransientError
+from payments.models import GatewayCharge
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    is_success: bool
+    kind: str
+    amount: int
+    currency: str
+    transaction_id: str
+    error: str = ""
+
+
+class GatewayTimeout(TransientError):
+    """No answer in time: the charge may or may not have happened. Retry with the same key."""
+
+
+class GatewayUnavailable(TransientError):
+    """A 5xx or a refused connection: nothing happened. Retry with the same key."""
+
+
+class PaymentGateway(Protocol):
+    def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> GatewayResponse: ...
+
+    def refund(
+        self, *, idempotency_key: str, charge_transaction_id: str, amount: int, currency: str
+    ) -> GatewayResponse: ...
+
+    def retrieve_charge(self, *, idempotency_key: str) -> GatewayResponse | None: ...
+
+
+DECLINED_TOKENS = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insufficient funds"}
+SUCCESS_TOKENS = {"tok_visa", "tok_mastercard"}
+
+
+class FakeGateway:
+    """Test tokens: tok_visa succeeds, tok_chargeDeclined is declined (a business failure).
+    Faults (latency, transient errors, timeouts after charging) come from config.faults."""
+
+    def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> GatewayResponse:
+        injected_latency()
+        if fault_fires("gateway_transient"):
+            raise GatewayUnavailable("gateway answered 503")
+        if token in SUCCESS_TOKENS:
+            succeeded, error = True, ""
+        else:
+            succeeded, error = False, DECLINED_TOKENS.get(token, "invalid card token")
+        record = self._record(
+            idempotency_key=idempotency_key,
+            kind=GatewayCharge.Kind.CHARGE,
+            amount=amount,
+            currency=currency,
+            token=token,
+            succeeded=succeeded,
+            error=error,
+        )
+        if fault_fires("gateway_timeout_after_charge"):
+            raise GatewayTimeout("gateway timed out after accepting the charge")
+        return _response(record)
+
+    def refund(
+        self, *, idempotency_key: str, charge_transaction_id: str, amount: int, currency: str
+    ) -> GatewayResponse:
+        injected_latency()
+        if fault_fires("gateway_transient"):
+            raise GatewayUnavailable("gateway answered 503")
+        charge = GatewayCharge.objects.filter(transaction_id=charge_transaction_id, kind="charge").first()
+        if charge is None or not charge.succeeded:
+            raise ValueError(f"no successful charge {charge_transaction_id} to refund")
+        record = self._record(
+            idempotency_key=idempotency_key,
+            kind=GatewayCharge.Kind.REFUND,
+            amount=amount,
+            currency=currency,
+            succeeded=True,
+            charge_transaction_id=charge_transaction_id,
+        )
+        return _response(record)
+
+    def retrieve_charge(self, *, idempotency_key: str) -> GatewayResponse | None:
+        record = GatewayCharge.objects.filter(idempotency_key=idempotency_key, kind="charge").first()
+        return _response(record) if record else None
+
+    def _record(self, *, idempotency_key: str, **fields: object) -> GatewayCharge:
+        existing = GatewayCharge.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+        prefix = "ch" if fields["kind"] == "charge" else "re"
+        try:
+            with transaction.atomic():
+                return GatewayCharge.objects.create(
+                    idempotency_key=idempotency_key, transaction_id=f"{prefix}_{uuid.uuid4().hex[:24]}", **fields
+                )
+        except IntegrityError:  # a concurrent call with the same key won
+            return GatewayCharge.objects.get(idempotency_key=idempotency_key)
+
+
+def _response(record: GatewayCharge) -> GatewayResponse:
+    return GatewayResponse(
+        is_success=record.succeeded,
+        kind=record.kind,
+        amount=record.amount,
+        currency=record.currency,
+        transaction_id=record.transaction_id,
+        error=record.error,
+    )
+
+
+def get_gateway() -> PaymentGateway:
+    return FakeGateway()

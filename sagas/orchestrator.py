@@ -1,0 +1,345 @@
+"""The saga orchestrator: starts sagas, applies replies, sends the next command.
+
+Every transition happens in one transaction that locks the saga row, records the step log
+and publishes the next command through the outbox. A reply is applied only when it answers
+the step, phase and attempt the saga waits for; any other (stale, duplicate, reordered) is
+recorded as an event and ignored.
+"""
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from config.logging import bind_context, reset_context
+from outbox.exceptions import OutsideTransaction
+from outbox.messages import Message
+from outbox.publishing import publish
+from sagas.definition import SagaDefinition, Step, StepKind, definition_for
+from sagas.locks import lock_saga
+from sagas.messages import ORCHESTRATOR, SagaReply
+from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
+
+logger = logging.getLogger(__name__)
+
+
+def saga_start(
+    *,
+    definition: SagaDefinition,
+    data: Any,
+    aggregate: str,
+    aggregate_id: object,
+    idempotency_key: str = "",
+    saga_id: uuid.UUID | None = None,
+) -> SagaInstance:
+    """Create a saga and send its first command, in the caller's transaction."""
+    if not transaction.get_connection().in_atomic_block:
+        raise OutsideTransaction("saga_start() must run in the transaction that creates the aggregate")
+    local = []
+    for step in definition.steps:
+        if not step.is_local:
+            break
+        local.append(step.name)
+    first = definition.steps[len(local)]
+    saga = SagaInstance.objects.create(
+        id=saga_id or uuid.uuid4(),
+        definition_name=definition.name,
+        definition_version=definition.version,
+        aggregate=aggregate,
+        aggregate_id=str(aggregate_id),
+        idempotency_key=idempotency_key,
+        current_step=first.name,
+        completed_steps=local,
+        data=definition.dump(data),
+    )
+    _send(saga, definition, new_step=True)
+    saga.save()
+    return saga
+
+
+def reply_apply(message: Message, _prepared: object = None) -> None:
+    """The orchestrator's handler of step replies (runs in the inbox transaction)."""
+    reply = message.parse(SagaReply)
+    token = bind_context(saga_id=reply.saga_id, step=reply.step, step_attempt=reply.attempt)
+    try:
+        _apply(reply, message)
+    finally:
+        reset_context(token)
+
+
+def _apply(reply: SagaReply, message: Message) -> None:
+    try:
+        saga = lock_saga(reply.saga_id)
+    except (SagaInstance.DoesNotExist, ValueError):
+        logger.error("reply for an unknown saga ignored")
+        return
+    definition = definition_for(saga.definition_name, saga.definition_version)
+    row = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt).first()
+    expected = (
+        not saga.is_terminal
+        and reply.step == saga.current_step
+        and reply.phase == saga.phase
+        and reply.attempt == saga.attempt
+        and row is not None
+        and row.outcome == Outcome.PENDING
+    )
+    if row is not None and row.outcome in (Outcome.PENDING, Outcome.SUPERSEDED) and row.reply is None:
+        # Keep what the participant said even when it comes too late to count.
+        row.reply = {"outcome": reply.outcome, "data": reply.data, "error": reply.error}
+        row.reply_message_id = message.message_id
+        row.replied_at = timezone.now()
+        if expected:
+            row.outcome = reply.outcome
+            row.error = reply.error
+        row.save(update_fields=["reply", "reply_message_id", "replied_at", "outcome", "error"])
+    if not expected:
+        SagaEvent.objects.create(
+            saga=saga,
+            kind="reply_ignored",
+            message_id=message.message_id,
+            detail=(
+                f"{reply.outcome} for {reply.step}/{reply.phase} attempt {reply.attempt}; the saga is "
+                f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
+            ),
+        )
+        logger.info("stale or duplicate reply ignored")
+        return
+
+    step = definition.step(reply.step)
+    if reply.outcome == Outcome.SUCCESS:
+        _on_success(saga, definition, step, reply)
+    elif reply.outcome == Outcome.BUSINESS_FAILURE and saga.phase == Phase.FORWARD and step.kind != StepKind.RETRIABLE:
+        _begin_compensation(saga, definition, reason=reply.error or f"{step.name} failed")
+    else:
+        _retry_or_escalate(saga, definition, step, error=reply.error or reply.outcome)
+    saga.save()
+
+
+def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:
+    if saga.phase == Phase.COMPENSATION:
+        saga.compensated_steps = [*saga.compensated_steps, step.name]
+        _next_compensation(saga, definition)
+        return
+    saga.data = {**saga.data, **_known_fields(definition, reply.data)}
+    saga.completed_steps = [*saga.completed_steps, step.name]
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+    if saga.cancel_requested and step.kind == StepKind.COMPENSATABLE:
+        _begin_compensation(saga, definition, reason=saga.failure_reason or "cancelled")
+        return
+    index = definition.index(step.name) + 1
+    if index >= len(definition.steps):
+        _finish(saga, SagaState.COMPLETED)
+        return
+    saga.current_step = definition.steps[index].name
+    saga.attempt = 0
+    _send(saga, definition, new_step=True)
+
+
+def _begin_compensation(saga: SagaInstance, definition: SagaDefinition, *, reason: str) -> None:
+    logger.info("saga compensating", extra={"reason": reason})
+    saga.state = SagaState.COMPENSATING
+    saga.failure_reason = saga.failure_reason or reason
+    saga.data = {**saga.data, **_known_fields(definition, {"failure_reason": saga.failure_reason})}
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+    _next_compensation(saga, definition)
+
+
+def _next_compensation(saga: SagaInstance, definition: SagaDefinition) -> None:
+    """Compensate the completed steps in reverse order, skipping those with nothing to undo."""
+    remaining = [
+        name
+        for name in reversed(saga.completed_steps)
+        if definition.step(name).compensation is not None and name not in saga.compensated_steps
+    ]
+    if not remaining:
+        _finish(saga, SagaState.COMPENSATED)
+        return
+    saga.current_step = remaining[0]
+    saga.attempt = 0
+    _send(saga, definition, new_step=True)
+
+
+def _finish(saga: SagaInstance, state: str) -> None:
+    saga.state = state
+    saga.current_step = ""
+    saga.finished_at = timezone.now()
+    saga.step_deadline = None
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+    logger.info("saga finished", extra={"state": state})
+
+
+def _retry_or_escalate(
+    saga: SagaInstance, definition: SagaDefinition, step: Step, *, error: str, exhausted: bool = False
+) -> None:
+    """A technical failure: retry with the same key and backoff until the step's limits, then
+    flag the saga stuck (forward) or failed (compensation) for an operator."""
+    now = timezone.now()
+    exhausted = (
+        exhausted
+        or saga.attempt >= settings.SAGA_STEP_MAX_ATTEMPTS
+        or (saga.step_deadline is not None and now >= saga.step_deadline)
+    )
+    if not exhausted or (step.kind == StepKind.RETRIABLE and saga.phase == Phase.FORWARD):
+        if exhausted and not saga.stuck:
+            # A retriable step is never given up on, but an operator should know it struggles.
+            _flag_stuck(saga, f"{step.name} keeps failing after {saga.attempt} attempts: {error}")
+        _send(saga, definition, new_step=False, delay=_backoff(saga.attempt))
+        return
+    if saga.phase == Phase.COMPENSATION:
+        saga.state = SagaState.FAILED
+        saga.failure_reason = f"compensation {step.name} failed after {saga.attempt} attempts: {error}" + (
+            f" (saga failed because: {saga.failure_reason})" if saga.failure_reason else ""
+        )
+        saga.finished_at = now
+        logger.error("saga compensation failed", extra={"reason": saga.failure_reason})
+        return
+    _flag_stuck(saga, f"{step.name} failed after {saga.attempt} attempts: {error}")
+
+
+def _flag_stuck(saga: SagaInstance, reason: str) -> None:
+    saga.stuck = True
+    saga.stuck_reason = reason
+    saga.stuck_since = timezone.now()
+    SagaEvent.objects.create(saga=saga, kind="stuck", detail=reason)
+    logger.error("saga stuck", extra={"reason": reason})
+
+
+def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None) -> None:
+    """Publish the command of the current step (or its compensation) as a new attempt."""
+    step = definition.step(saga.current_step)
+    phase = saga.phase
+    builder = step.action if phase == Phase.FORWARD else step.compensation
+    assert builder is not None, f"{step.name} has no {phase} command"
+    command = builder(definition.load(saga.data))
+    SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, outcome=Outcome.PENDING).update(
+        outcome=Outcome.SUPERSEDED
+    )
+    saga.attempt += 1
+    key = saga.step_key(step.name, phase)
+    message = publish(
+        type=command.type,
+        destination=command.destination,
+        payload=command.payload,
+        aggregate="saga",
+        aggregate_id=saga.id,
+        correlation_id=str(saga.id),
+        headers={
+            "saga_id": str(saga.id),
+            "step": step.name,
+            "phase": phase,
+            "attempt": saga.attempt,
+            "idempotency_key": key,
+            "reply_to": ORCHESTRATOR,
+        },
+        delay=delay,
+    )
+    SagaStep.objects.create(
+        saga=saga,
+        step=step.name,
+        phase=phase,
+        attempt=saga.attempt,
+        idempotency_key=key,
+        command_type=command.type,
+        command_message_id=message.message_id,
+    )
+    now = timezone.now()
+    if new_step:
+        saga.step_started_at = now
+        saga.step_deadline = now + (step.deadline or timedelta(seconds=settings.SAGA_STEP_DEADLINE_SECONDS))
+    saga.last_sent_at = now + (delay or timedelta())
+    saga.updated_at = now
+
+
+def _backoff(attempt: int) -> timedelta:
+    ceiling = min(settings.SAGA_RETRY_MAX_SECONDS, settings.SAGA_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def _known_fields(definition: SagaDefinition, data: dict[str, Any]) -> dict[str, Any]:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(definition.data_class)}
+    return {key: value for key, value in data.items() if key in known}
+
+
+# ---------------------------------------------------------------------------
+# Requests from outside the saga: cancellation, the sweeper, operators.
+# ---------------------------------------------------------------------------
+
+
+def saga_request_cancel(*, saga_id: object, reason: str) -> SagaInstance:
+    """Stop forward progress and compensate what completed.
+
+    A step in flight is not raced: the saga waits for its reply, then compensates it along
+    with the others, so a compensation can never overtake the effect it undoes.
+    """
+    from sagas.exceptions import CancellationRefused
+
+    with transaction.atomic():
+        saga = lock_saga(saga_id)
+        definition = definition_for(saga.definition_name, saga.definition_version)
+        if saga.state in (SagaState.COMPENSATING, SagaState.COMPENSATED) or saga.cancel_requested:
+            return saga
+        if saga.state != SagaState.RUNNING:
+            raise CancellationRefused(f"the saga is {saga.state}; it can no longer be cancelled")
+        if definition.step(saga.current_step).kind != StepKind.COMPENSATABLE:
+            raise CancellationRefused(
+                f"the saga is past its pivot (at {saga.current_step}); it can no longer be cancelled"
+            )
+        saga.cancel_requested = True
+        saga.failure_reason = reason
+        saga.updated_at = timezone.now()
+        SagaEvent.objects.create(saga=saga, kind="cancel_requested", detail=reason)
+        saga.save()
+    return saga
+
+
+def saga_sweep(*, limit: int = 500) -> dict[str, int]:
+    """Find active sagas whose command went unanswered or whose step passed its deadline.
+
+    An unanswered command is sent again (new attempt, same idempotency key): messages a broker
+    lost in a restart are recovered this way. Past the deadline the saga is flagged stuck
+    (forward) or failed (compensation).
+    """
+    now = timezone.now()
+    resend_before = now - timedelta(seconds=settings.SAGA_RESEND_AFTER_SECONDS)
+    from django.db.models import Q
+
+    candidates = list(
+        SagaInstance.objects.filter(state__in=[SagaState.RUNNING, SagaState.COMPENSATING])
+        .filter(Q(last_sent_at__lt=resend_before) | Q(step_deadline__lt=now))
+        .order_by("last_sent_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    counts = {"resent": 0, "stuck": 0, "failed": 0}
+    for saga_id in candidates:
+        with transaction.atomic():
+            saga = lock_saga(saga_id)
+            if saga.state not in (SagaState.RUNNING, SagaState.COMPENSATING):
+                continue
+            definition = definition_for(saga.definition_name, saga.definition_version)
+            step = definition.step(saga.current_step)
+            if saga.stuck and step.kind != StepKind.RETRIABLE:
+                continue  # an operator's turn; a retriable step alone keeps being retried
+            token = bind_context(saga_id=str(saga.id), step=step.name)
+            try:
+                if saga.step_deadline is not None and now >= saga.step_deadline and not saga.stuck:
+                    _retry_or_escalate(
+                        saga, definition, step, error="no reply before the step's deadline", exhausted=True
+                    )
+                    counts["failed" if saga.state == SagaState.FAILED else "stuck"] += 1
+                elif saga.last_sent_at is not None and saga.last_sent_at < resend_before:
+                    _send(saga, definition, new_step=False)
+                    SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
+                    counts["resent"] += 1
+                saga.save()
+            finally:
+                reset_context(token)
+    if any(counts.values()):
+        logger.info("saga sweep", extra=counts)
+    return counts

@@ -1,0 +1,70 @@
+"""Registering a context's handler for a saga command, replying to the orchestrator.
+
+The handler's effect, its inbox row and the reply commit in one transaction. A business
+failure rolls the handler's partial effect back (a savepoint) but still commits the reply,
+so the orchestrator compensates at once. A message that dead-letters after its retries tells
+the orchestrator too, as a technical failure, so no saga waits for a reply that never comes.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from outbox.consumer import register
+from outbox.messages import Message, as_payload
+from outbox.publishing import publish
+from sagas.exceptions import BusinessFailure
+from sagas.messages import ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta
+from sagas.models import Outcome
+
+CommandHandler = Callable[[Message, Any], dict[str, Any] | None]
+
+
+def saga_participant(
+    consumer: str,
+    type: str,
+    *,
+    handle: CommandHandler,
+    prepare: Callable[[Message], Any] | None = None,
+) -> None:
+    def handle_command(message: Message, prepared: Any) -> None:
+        command_meta(message)  # a command without saga headers is a poison message
+        try:
+            with transaction.atomic():
+                data = handle(message, prepared) or {}
+        except BusinessFailure as failure:
+            _reply(message, Outcome.BUSINESS_FAILURE, error=failure.reason)
+            return
+        _reply(message, Outcome.SUCCESS, data=data)
+
+    def on_dead_letter(message: Message, reason: str) -> None:
+        try:
+            command_meta(message)
+        except Exception:  # noqa: BLE001 - no saga to tell
+            return
+        _reply(message, Outcome.TECHNICAL_FAILURE, error=reason)
+
+    register(consumer, type, handle=handle_command, prepare=prepare, on_dead_letter=on_dead_letter)
+
+
+def _reply(message: Message, outcome: str, *, data: dict[str, Any] | None = None, error: str = "") -> None:
+    meta = command_meta(message)
+    publish(
+        type=REPLY_TYPE,
+        destination=ORCHESTRATOR,
+        aggregate="saga",
+        aggregate_id=meta.saga_id,
+        correlation_id=meta.saga_id,
+        payload=as_payload(
+            SagaReply(
+                saga_id=meta.saga_id,
+                step=meta.step,
+                phase=meta.phase,
+                attempt=meta.attempt,
+                outcome=outcome,
+                data=data or {},
+                error=error,
+            )
+        ),
+    )

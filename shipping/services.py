@@ -1,0 +1,45 @@
+from typing import Any
+
+from django.utils import timezone
+
+from sagas.exceptions import BusinessFailure
+from shipping.carrier import CarrierResponse
+from shipping.models import Shipment
+
+
+def carrier_key(step_key: str) -> str:
+    """The carrier's idempotency key, derived from the step's."""
+    return f"ship:{step_key}"
+
+
+def shipment_record(*, order_id: int, step_key: str, address: dict[str, Any], response: CarrierResponse) -> Shipment:
+    existing = Shipment.objects.filter(idempotency_key=step_key).first()
+    if existing is not None:
+        if existing.status == Shipment.Status.CANCELLED and not existing.carrier_reference:
+            raise BusinessFailure("the shipment was cancelled by a compensation before it was created")
+        return existing
+    if not response.accepted:
+        raise BusinessFailure(f"carrier rejected the address: {response.error}")
+    return Shipment.objects.create(
+        order_id=order_id,
+        idempotency_key=step_key,
+        status=Shipment.Status.CREATED,
+        carrier_reference=response.reference,
+        tracking_number=response.tracking_number,
+        address=address,
+    )
+
+
+def shipment_cancel(*, order_id: int, shipment_key: str) -> Shipment:
+    """Cancel keeps the row with a new status. With no shipment yet, leave a cancelled
+    tombstone so that a late create command is refused."""
+    shipment, created = Shipment.objects.select_for_update().get_or_create(
+        idempotency_key=shipment_key,
+        defaults={"order_id": order_id, "status": Shipment.Status.CANCELLED, "cancelled_at": timezone.now()},
+    )
+    if not created and shipment.status == Shipment.Status.CREATED:
+        shipment.status = Shipment.Status.CANCELLED
+        shipment.cancelled_at = timezone.now()
+        shipment.updated_at = timezone.now()
+        shipment.save(update_fields=["status", "cancelled_at", "updated_at"])
+    return shipment
