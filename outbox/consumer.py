@@ -107,7 +107,11 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
 
 
 def _deliver(message: Message, registration: Registration, attempt: int) -> str:
-    if InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists():
+    if registration.prepare is not None and (
+        InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists()
+    ):
+        # Checked before calling the outside world; handlers without such a call rely on the
+        # inbox insert below alone, one round trip fewer.
         logger.info("duplicate message absorbed")
         return "duplicate"
     try:

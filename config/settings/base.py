@@ -123,6 +123,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]
 CELERY_TASK_QUEUES = [Queue(name) for name in ["default", "relay", *MESSAGE_QUEUES]]
 CELERY_TASK_ROUTES = {"outbox.relay": {"queue": "relay"}}
+# Celery's Django fixup closes the database connection around every task unless told to reuse
+# it; a new PostgreSQL connection per message would cost more than the message's own work.
+# Connections are still recycled after this many tasks, and checked before use.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from django.db import connection, transaction
 
-from conftest import wait_for
 from config.faults import faults_set
+from conftest import wait_for
 from inventory.models import Reservation, StockLevel
 from inventory.services import product_upsert, stock_receive
 from outbox.exceptions import OutsideTransaction
