@@ -17,6 +17,7 @@ FAULTS_KEY = "faults"
 KNOWN_FAULTS = {
     "gateway_transient": "payment gateway answers a transient error before charging",
     "gateway_timeout_after_charge": "payment gateway charges, then times out",
+    "gateway_refund_transient": "payment gateway answers a transient error to refunds only",
     "carrier_transient": "carrier answers a transient error",
     "duplicate_delivery": "the relay sends a message twice",
     "reorder_delivery": "the relay sends a batch in shuffled order across aggregates",

@@ -65,12 +65,15 @@ def publish(
         headers=headers or {},
         **fields,
     )
-    if not delay:
+    if delay:
+        seconds = delay.total_seconds()
+        transaction.on_commit(lambda: nudge_relay(countdown=seconds))
+    else:
         transaction.on_commit(nudge_relay)
     return message
 
 
-def nudge_relay() -> None:
+def nudge_relay(*, countdown: float | None = None) -> None:
     """Wake the relay right after a commit, at most once per burst of commits.
 
     The relay deletes the key when it starts and drains until nothing is left, so a commit
@@ -80,7 +83,10 @@ def nudge_relay() -> None:
     from outbox.tasks import relay
 
     try:
-        if get_redis().set(NUDGE_KEY, "1", nx=True, px=settings.OUTBOX_NUDGE_DEBOUNCE_MS):
+        if countdown:
+            # A delayed message (a retry with backoff) wakes the relay when it becomes due.
+            relay.apply_async(countdown=countdown + 0.05)
+        elif get_redis().set(NUDGE_KEY, "1", nx=True, px=settings.OUTBOX_NUDGE_DEBOUNCE_MS):
             relay.apply_async()
     except (RedisError, OSError) as exc:  # kombu raises OperationalError (an OSError) when the broker is down
         logger.warning("outbox relay nudge failed; beat will drain the outbox", extra={"error": str(exc)})

@@ -76,7 +76,7 @@ class FakeGateway:
         self, *, idempotency_key: str, charge_transaction_id: str, amount: int, currency: str
     ) -> GatewayResponse:
         injected_latency()
-        if fault_fires("gateway_transient"):
+        if fault_fires("gateway_transient") or fault_fires("gateway_refund_transient"):
             raise GatewayUnavailable("gateway answered 503")
         charge = GatewayCharge.objects.filter(transaction_id=charge_transaction_id, kind="charge").first()
         if charge is None or not charge.succeeded:

@@ -1,0 +1,23 @@
+"""Handle outbox messages synchronously in the test process, for unit tests of the
+orchestrator's decisions (the delivery machinery itself is proven with a real worker)."""
+
+from outbox.consumer import deliver
+from outbox.models import OutboxMessage
+
+
+def pump(*, max_messages: int = 200, skip: set[str] | None = None) -> list[OutboxMessage]:
+    """Deliver unpublished messages in order, like relay + worker would, until none remain."""
+    handled = []
+    for _ in range(max_messages):
+        message = (
+            OutboxMessage.objects.filter(published_at__isnull=True)
+            .exclude(type__in=skip or set())
+            .order_by("id")
+            .first()
+        )
+        if message is None:
+            return handled
+        OutboxMessage.objects.filter(pk=message.pk).update(published_at=message.created_at)
+        deliver(message.envelope())
+        handled.append(message)
+    raise AssertionError("the saga did not settle")
