@@ -15,6 +15,7 @@ from orders.exceptions import InvalidOrder, OrderNotCancellable
 from orders.models import Notification, Order, OrderLine
 from orders.notifications import notification_send
 from orders.saga import ORDER_SAGA, OrderSagaData
+from sagas.definition import latest_definition
 from sagas.exceptions import CancellationRefused
 from sagas.orchestrator import saga_request_cancel, saga_start
 
@@ -89,7 +90,8 @@ def order_place(
             for line in lines
         )
         saga_start(
-            definition=ORDER_SAGA,
+            # New orders start on the newest registered version; sagas in flight keep theirs.
+            definition=latest_definition(ORDER_SAGA.name),
             saga_id=saga_id,
             aggregate="order",
             aggregate_id=order.pk,
