@@ -1,0 +1,86 @@
+"""The running system: health answers, and a real worker process doing real work."""
+
+import uuid
+
+import pytest
+from django.db import transaction
+
+from conftest import wait_for
+from outbox.models import InboxMessage
+from outbox.publishing import publish
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_process_handles_a_task_and_its_effect_lands_in_postgresql(live_system):
+    with transaction.atomic():
+        message = publish(type="ping", destination="default", payload={}, aggregate="test", aggregate_id=uuid.uuid4())
+    wait_for(lambda: InboxMessage.objects.filter(message_id=message.message_id).exists(), timeout=20)
+    assert live_system.process.pid not in (None, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_is_200_naming_each_dependency_when_all_answer(client, live_system):
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "redis", "celery_workers"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["celery_workers"]["workers"]
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_naming_redis_when_redis_is_unreachable(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 503
+    assert "redis" in body["failing"]
+    assert body["checks"]["database"]["ok"] is True
+    assert "Error" in body["checks"]["redis"]["error"]
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch):
+    from config import health
+
+    def broken() -> dict:
+        raise OSError("connection refused")
+
+    monkeypatch.setitem(health.CHECKS, "database", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert "database" in response.json()["failing"]
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(monkeypatch):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings.production"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_pass_the_deploy_checks():
+    import secrets
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "backoffice.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
