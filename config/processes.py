@@ -1,0 +1,127 @@
+"""Starting and stopping real Celery worker processes, for tests and benchmarks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from config.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_QUEUES = ["default", "relay", *settings.MESSAGE_QUEUES]
+
+
+class WorkerProcess:
+    """A ``celery worker`` process (prefork) with its own log file."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        queues: list[str] | None = None,
+        name: str = "worker",
+    ) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.queues = queues or ALL_QUEUES
+        self.process: subprocess.Popen | None = None
+        self.name = f"{name}-{os.getpid()}-{int(time.time() * 1000)}@localhost"
+
+    def start(self, *, wait: bool = True) -> None:
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "config", "worker",
+                "--queues", ",".join(self.queues),
+                "--concurrency", str(self.concurrency),
+                "--pool", "prefork",
+                "--hostname", self.name,
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--loglevel", "INFO",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.tail()
+            if celery_app.control.ping(destination=[self.name], timeout=0.5):
+                return
+        raise AssertionError(f"the worker did not answer within {timeout} s\n{self.tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def children(self) -> list[int]:
+        import psutil
+
+        assert self.process is not None
+        return [child.pid for child in psutil.Process(self.process.pid).children()]
+
+    def kill_children(self) -> list[int]:
+        """SIGKILL every pool child, as the OOM killer or a crash would."""
+        pids = self.children()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        self.log.close()
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for a connection's settings (to hand to worker processes)."""
+    from urllib.parse import quote
+
+    user = quote(settings_dict.get("USER") or "postgres")
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{quote(password)}" if password else user
+    host = settings_dict.get("HOST") or ""
+    port = settings_dict.get("PORT") or ""
+    name = settings_dict["NAME"]
+    if host.startswith("/"):
+        return f"postgres://{auth}@/{name}?host={quote(host)}" + (f"&port={port}" if port else "")
+    return f"postgres://{auth}@{host or '127.0.0.1'}{':' + str(port) if port else ''}/{name}"
+
+
+def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(message or f"condition not met within {timeout} s")
