@@ -1,0 +1,70 @@
+"""Running a benchmark against the real system in databases of its own.
+
+A benchmark command re-runs itself in a child process whose DATABASE_URL and REDIS_URL
+point at a fresh, migrated PostgreSQL database and a Redis database of its own, so that it
+neither reads nor disturbs the data of a running system. Worker processes it starts get
+the same environment.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.db import connection
+
+from config.processes import ROOT, WorkerProcess, database_url
+
+CHILD_FLAG = "BACKOFFICE_BENCH_CHILD"
+
+
+def in_bench_child() -> bool:
+    return os.environ.get(CHILD_FLAG) == "1"
+
+
+def rerun_isolated(argv: Sequence[str], *, name: str, redis_db: int) -> int:
+    """Create (afresh) and migrate ``<database>_<name>``, then run ``manage.py argv`` against it."""
+    base = dict(connection.settings_dict)
+    bench_name = f"{base['NAME']}_{name}"[:63]
+    admin = {**base, "NAME": "postgres"}
+    with psycopg.connect(database_url(admin).replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{bench_name}"')
+    redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+    env = {
+        **os.environ,
+        CHILD_FLAG: "1",
+        "DATABASE_URL": database_url({**base, "NAME": bench_name}),
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
+    from redis import Redis
+
+    Redis.from_url(redis_url).flushdb()
+    return subprocess.run([*manage, *argv], env=env, cwd=ROOT).returncode
+
+
+def bench_workers(*, concurrency: int, log_dir: Path | None = None) -> WorkerProcess:
+    """One worker process for the relay queue and every context, as ``make run`` starts it."""
+    log_dir = log_dir or ROOT / "artifacts"
+    log_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = WorkerProcess(env, log_dir / "bench-worker.log", concurrency=concurrency, name="bench")
+    worker.start()
+    return worker
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[max(0, min(998, round(fraction * 1000) - 1))]
