@@ -2,9 +2,15 @@
 
 Running it twice changes nothing. The demo admin's password is random, generated on first
 run and printed; it is never hard-coded, and the command refuses to run in production.
+
+With ``--credentials-file`` the generated password is also kept in a file only the current
+user can read, because the password is otherwise shown exactly once: the launcher passes it
+so that every ``make run`` can show the operator how to log in, not only the first.
 """
 
+import os
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -32,8 +38,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--admin-username", default="admin")
         parser.add_argument("--allow-production", action="store_true", help="seed even when DEBUG is off")
+        parser.add_argument(
+            "--credentials-file",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help="also write the generated admin credentials here (mode 0600), and show them from here later",
+        )
 
-    def handle(self, *args, admin_username: str, allow_production: bool, **options):
+    def handle(
+        self,
+        *args,
+        admin_username: str,
+        allow_production: bool,
+        credentials_file: Path | None = None,
+        **options,
+    ):
         if not settings.DEBUG and not allow_production:
             raise CommandError("refusing to create demo users with DEBUG off; pass --allow-production to insist")
         with transaction.atomic():
@@ -50,7 +70,50 @@ class Command(BaseCommand):
         user = User.objects.filter(username=admin_username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
-            User.objects.create_superuser(admin_username, f"{admin_username}@backoffice.example", password)
+            # One transaction with the file write: if the password cannot be kept, no user is
+            # left behind whose password nobody knows.
+            with transaction.atomic():
+                User.objects.create_superuser(admin_username, f"{admin_username}@backoffice.example", password)
+                if credentials_file is not None:
+                    write_credentials(credentials_file, admin_username, password)
             self.stdout.write(f"admin user: {admin_username} / password: {password}")
-        else:
+            if credentials_file is not None:
+                self.stdout.write(f"credentials written to {credentials_file}")
+            return
+
+        saved = read_credentials(credentials_file) if credentials_file is not None else None
+        if saved is None or saved[0] != admin_username:
             self.stdout.write(f"admin user: {admin_username} (exists; password unchanged)")
+        elif user.check_password(saved[1]):
+            self.stdout.write(f"admin user: {admin_username} / password: {saved[1]} (exists; from {credentials_file})")
+        else:
+            # Someone changed the password since: showing the file's password would only send
+            # the operator to a failed login.
+            self.stdout.write(
+                f"admin user: {admin_username} (exists; password changed since {credentials_file} was written)"
+            )
+
+
+def write_credentials(path: Path, username: str, password: str) -> None:
+    """Write ``username: ...`` and ``password: ...`` lines readable by the owner only.
+
+    The file is opened with mode 0600 rather than chmod-ed after writing, so the password is
+    never readable by others, not even for an instant; an existing file is narrowed too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(f"username: {username}\npassword: {password}\n")
+
+
+def read_credentials(path: Path) -> tuple[str, str] | None:
+    """``(username, password)`` from a file written by :func:`write_credentials`, if readable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    if not fields.get("username") or not fields.get("password"):
+        return None
+    return fields["username"], fields["password"]
