@@ -63,6 +63,10 @@ def registration_for(consumer: str, type: str) -> Registration:
         raise PoisonMessage(f"no handler for message type {type!r} in {consumer!r}") from None
 
 
+def registered(consumer: str, type: str) -> Registration | None:
+    return _registry.get((consumer, type))
+
+
 class RetryLater(Exception):
     """Raised by :func:`deliver` when the message must be delivered again after ``countdown``."""
 

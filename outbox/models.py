@@ -36,6 +36,12 @@ class OutboxMessage(models.Model):
                 name="outbox_unpublished_idx",
                 condition=models.Q(published_at__isnull=True),
             ),
+            # Direct dispatch looks for an older unpublished message of the same aggregate.
+            models.Index(
+                fields=["aggregate", "aggregate_id", "id"],
+                name="outbox_unpublished_agg_idx",
+                condition=models.Q(published_at__isnull=True),
+            ),
             models.Index(fields=["published_at"], name="outbox_published_at_idx"),
             models.Index(fields=["created_at"], name="outbox_created_at_idx"),
         ]

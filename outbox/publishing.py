@@ -69,8 +69,67 @@ def publish(
         seconds = delay.total_seconds()
         transaction.on_commit(lambda: nudge_relay(countdown=seconds))
     else:
-        transaction.on_commit(nudge_relay)
+        _dispatch_after_commit().add(message)
     return message
+
+
+class _CommitDispatch:
+    """The messages one transaction published, sent as soon as it commits (see
+    ``relay.dispatch_committed``); whatever it could not send is left to the relay."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.local_ids: list[int] = []
+
+    def add(self, message: OutboxMessage) -> None:
+        (self.local_ids if _deliverable_locally(message) else self.ids).append(message.pk)
+
+    def __call__(self) -> None:
+        from outbox.relay import deliver_committed_locally, dispatch_committed
+
+        remote = list(self.ids)
+        if self.local_ids:
+            try:
+                delivered = deliver_committed_locally(self.local_ids)
+            except Exception as exc:  # noqa: BLE001 - the broker path below takes over
+                logger.warning("local delivery failed; sending through the broker", extra={"error": str(exc)})
+                delivered = set()
+            remote += [pk for pk in self.local_ids if pk not in delivered]
+        try:
+            sent = dispatch_committed(remote)
+        except Exception as exc:  # noqa: BLE001 - the relay is the safety net for any failure here
+            logger.warning("direct dispatch failed; the relay will send", extra={"error": str(exc)})
+            sent = 0
+        if sent < len(remote):
+            nudge_relay()
+
+
+def _deliverable_locally(message: OutboxMessage) -> bool:
+    """A consumer configured to run in every process (settings.OUTBOX_LOCAL_CONSUMERS) whose
+    handler makes no outside call. Off while delivery faults are injected, so that they reach
+    every message."""
+    from outbox.consumer import registered
+
+    if message.destination not in settings.OUTBOX_LOCAL_CONSUMERS:
+        return False
+    registration = registered(message.destination, message.type)
+    if registration is None or registration.prepare is not None:
+        return False
+    from config.faults import fault_rate
+
+    return not (fault_rate("duplicate_delivery") or fault_rate("reorder_delivery"))
+
+
+def _dispatch_after_commit() -> _CommitDispatch:
+    """The current transaction's dispatcher, registered once with on_commit. Django drops it
+    with the callbacks of a rolled-back transaction, and with it the ids of rolled-back rows."""
+    connection = transaction.get_connection()
+    for _, callback, _ in connection.run_on_commit:
+        if isinstance(callback, _CommitDispatch):
+            return callback
+    dispatcher = _CommitDispatch()
+    transaction.on_commit(dispatcher)
+    return dispatcher
 
 
 def nudge_relay(*, countdown: float | None = None) -> None:

@@ -34,6 +34,18 @@ _CLAIM_SQL = """
      LIMIT %s
        FOR UPDATE SKIP LOCKED
 """
+_DISPATCH_SQL = """
+    SELECT m.id, m.message_id, m.type, m.destination, m.aggregate, m.aggregate_id, m.correlation_id,
+           m.causation_id, m.traceparent, m.created_at, m.payload, m.headers
+      FROM outbox_outboxmessage m, (SELECT pg_advisory_xact_lock_shared(%s)) AS shared_relay_lock
+     WHERE m.id = ANY(%s) AND m.published_at IS NULL AND m.available_at <= now()
+       AND NOT EXISTS (
+           SELECT 1 FROM outbox_outboxmessage older
+            WHERE older.published_at IS NULL AND older.aggregate = m.aggregate
+              AND older.aggregate_id = m.aggregate_id AND older.id < m.id)
+     ORDER BY m.id
+       FOR UPDATE OF m SKIP LOCKED
+"""
 _COLUMNS = (
     "message_id",
     "type",
@@ -55,46 +67,105 @@ def relay_batch(*, batch_size: int | None = None, after_send: Callable[[], None]
     ``after_send`` runs between sending and marking; tests use it to crash the relay there.
     """
     batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
-            cursor.execute(_CLAIM_SQL, [batch_size])
-            rows = cursor.fetchall()
-            if not rows:
-                return 0
-            duplicate_rate, reorder_rate = fault_rate("duplicate_delivery"), fault_rate("reorder_delivery")
-            if reorder_rate and random.random() < reorder_rate:
-                rows = random.sample(rows, len(rows))  # injected fault: delivery out of order
-            # One Redis pipeline per batch (kombu's publish batch) instead of a round trip per message.
-            with celery_app.producer_or_acquire() as producer, producer.batch(max_size=len(rows) * 2):
-                for row in rows:
-                    envelope = dict(zip(_COLUMNS, row[1:], strict=True))
-                    envelope["message_id"] = str(envelope["message_id"])
-                    envelope["created_at"] = envelope["created_at"].isoformat()
-                    # A raw cursor hands jsonb back as text.
-                    for name in ("payload", "headers"):
-                        if isinstance(envelope[name], str):
-                            envelope[name] = json.loads(envelope[name])
-                    copies = 2 if duplicate_rate and random.random() < duplicate_rate else 1
-                    for _ in range(copies):  # a second copy is an injected fault: duplicate delivery
-                        celery_app.send_task(
-                            CONSUME_TASK,
-                            args=[envelope],
-                            task_id=envelope["message_id"],
-                            queue=envelope["destination"],
-                            producer=producer,
-                            # The envelope is logged by the consumer; a repr per message is waste.
-                            argsrepr="",
-                            kwargsrepr="",
-                        )
-            if after_send is not None:
-                after_send()
-            ids = [row[0] for row in rows]
-            cursor.execute(
-                "UPDATE outbox_outboxmessage SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)",
-                [ids],
-            )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
+        cursor.execute(_CLAIM_SQL, [batch_size])
+        rows = cursor.fetchall()
+        if not rows:
+            return 0
+        _send(rows)
+        if after_send is not None:
+            after_send()
+        _mark_published(cursor, [row[0] for row in rows])
     return len(rows)
+
+
+def dispatch_committed(ids: list[int]) -> int:
+    """Send messages right after the transaction that wrote them committed, without waiting
+    for the relay: one broker hop less per message. Returns how many it sent.
+
+    It holds the relay lock in shared mode, so it never runs beside a relay batch, and it
+    skips any message of an aggregate that still has an older unpublished message (another
+    dispatcher's in flight, a delayed one, one whose send failed): those are the relay's, which
+    publishes them in order.
+    """
+    if not ids:
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_DISPATCH_SQL, [RELAY_LOCK_KEY, ids])
+        rows = cursor.fetchall()
+        if rows:
+            _send(rows)
+            _mark_published(cursor, [row[0] for row in rows])
+    return len(rows)
+
+
+def deliver_committed_locally(ids: list[int]) -> set[int]:
+    """Hand messages for a consumer that lives in this process straight to its handler, in one
+    transaction with marking them published: a broker round trip and a task less per message.
+
+    Only for handlers without an outside call (``prepare``), which must never run inside a
+    transaction. The handler runs through the same inbox wrapper as a delivered message, in a
+    savepoint: a failure rolls back just that message, which then goes through the broker
+    with the usual retries. A crash rolls everything back and the relay sends the messages.
+    Returns the ids delivered here.
+    """
+    from outbox.consumer import RetryLater, deliver
+
+    delivered: set[int] = set()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_DISPATCH_SQL, [RELAY_LOCK_KEY, ids])
+        for row in cursor.fetchall():
+            envelope = _envelope(row)
+            try:
+                outcome = deliver(envelope)
+            except RetryLater:
+                continue
+            if outcome != "dead_letter":
+                delivered.add(row[0])
+        if delivered:
+            _mark_published(cursor, sorted(delivered))
+    logger.debug("delivered locally", extra={"delivered": len(delivered), "asked": len(ids)})
+    return delivered
+
+
+def _envelope(row: tuple) -> dict:
+    envelope = dict(zip(_COLUMNS, row[1:], strict=True))
+    envelope["message_id"] = str(envelope["message_id"])
+    envelope["created_at"] = envelope["created_at"].isoformat()
+    # A raw cursor hands jsonb back as text.
+    for name in ("payload", "headers"):
+        if isinstance(envelope[name], str):
+            envelope[name] = json.loads(envelope[name])
+    return envelope
+
+
+def _send(rows: list[tuple]) -> None:
+    duplicate_rate, reorder_rate = fault_rate("duplicate_delivery"), fault_rate("reorder_delivery")
+    if reorder_rate and random.random() < reorder_rate:
+        rows = random.sample(rows, len(rows))  # injected fault: delivery out of order
+    # One Redis pipeline per batch (kombu's publish batch) instead of a round trip per message.
+    with celery_app.producer_or_acquire() as producer, producer.batch(max_size=len(rows) * 2):
+        for row in rows:
+            envelope = _envelope(row)
+            copies = 2 if duplicate_rate and random.random() < duplicate_rate else 1
+            for _ in range(copies):  # a second copy is an injected fault: duplicate delivery
+                celery_app.send_task(
+                    CONSUME_TASK,
+                    args=[envelope],
+                    task_id=envelope["message_id"],
+                    queue=envelope["destination"],
+                    producer=producer,
+                    # The envelope is logged by the consumer; a repr per message is waste.
+                    argsrepr="",
+                    kwargsrepr="",
+                )
+
+
+def _mark_published(cursor, ids: list[int]) -> None:
+    cursor.execute(
+        "UPDATE outbox_outboxmessage SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)", [ids]
+    )
 
 
 def relay_drain(*, max_seconds: float = 30.0, batch_size: int | None = None) -> int:

@@ -216,9 +216,10 @@ def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, del
     builder = step.action if phase == Phase.FORWARD else step.compensation
     assert builder is not None, f"{step.name} has no {phase} command"
     command = builder(definition.load(saga.data))
-    SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, outcome=Outcome.PENDING).update(
-        outcome=Outcome.SUPERSEDED
-    )
+    if saga.attempt > 0:  # a new attempt of a step: the one before it no longer counts
+        SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, outcome=Outcome.PENDING).update(
+            outcome=Outcome.SUPERSEDED
+        )
     saga.attempt += 1
     key = saga.step_key(step.name, phase)
     message = publish(

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, no CDN
     "django_celery_beat",
     "outbox",
     "sagas",
@@ -141,6 +142,11 @@ OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "0.5"))
 OUTBOX_RETRY_MAX_SECONDS = float(env_str("OUTBOX_RETRY_MAX_SECONDS", "30"))
 OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7)
 OUTBOX_NUDGE_DEBOUNCE_MS = env_int("OUTBOX_NUDGE_DEBOUNCE_MS", 1000)
+# Consumers every worker process runs, whose messages a worker hands to the handler itself
+# right after the commit that wrote them (still through the inbox): saga replies, so the
+# orchestrator's next command leaves without a broker round trip. Empty it when the
+# orchestrator runs on workers of its own.
+OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas")
 
 LOGGING = {
     "version": 1,
@@ -168,13 +174,57 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The storefront API speaks JSON only: another content type is a 415, not a guess.
+    "DEFAULT_PARSER_CLASSES": ["orders.api.parsers.StorefrontJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Every error, in one shape ({"error": {"code", "message", "fields"}}), mapped in one place.
+    "EXCEPTION_HANDLER": "orders.api.errors.exception_handler",
+    # One budget per client, counted in Redis so that all web processes share it. Generous by
+    # default so that benchmarks are not throttled.
+    "DEFAULT_THROTTLE_CLASSES": ["orders.api.throttling.StorefrontClientThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"storefront_client": env_str("API_THROTTLE_RATE", "6000/min")},
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Order backoffice storefront API",
     "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "The storefront API of the order backoffice. Authenticate with `Authorization: Token <key>`; "
+        "a client sees only its own orders.\n\n"
+        "Every 4xx answer has one shape: "
+        '`{"error": {"code": "validation_error", "message": "...", "fields": {"lines.0.quantity": ["..."]}}}`. '
+        "`POST /api/v1/orders/` requires an `Idempotency-Key` header: a retry with the same key and body gets "
+        "the first response again, byte for byte, and creates nothing."
+    ),
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are public (they hold no data); the API itself needs a token.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.Order.Status",
+        "CountryEnum": "orders.countries.ISO_3166_ALPHA2",
+        "PaymentStatusEnum": "orders.api.serializers.PAYMENT_STATUSES",
+        "InventoryStatusEnum": "orders.api.serializers.INVENTORY_STATUSES",
+        "ShipmentStatusEnum": "orders.api.serializers.SHIPMENT_STATUSES",
+        "SagaStateEnum": "orders.api.serializers.SAGA_STATES",
+        "SagaPhaseEnum": "orders.api.serializers.SAGA_PHASES",
+        "SagaStepOutcomeEnum": "orders.api.serializers.SAGA_STEP_OUTCOMES",
+    },
 }
+
+# Django refuses a larger body before reading it (the API answers 413); form posts in the
+# admin are far below it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Idempotency keys: kept 24 hours (Stripe's rule), purged in batches by beat. A claim held
+# longer than the timeout belongs to a request that died, and a retry may take it over.
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
+IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env_int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS", 60)
+IDEMPOTENCY_PURGE_BATCH_SIZE = env_int("IDEMPOTENCY_PURGE_BATCH_SIZE", 1000)
 
 SAGA_STEP_DEADLINE_SECONDS = env_int("SAGA_STEP_DEADLINE_SECONDS", 300)
 SAGA_RESEND_AFTER_SECONDS = env_int("SAGA_RESEND_AFTER_SECONDS", 60)
