@@ -14,8 +14,13 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 def _bind_task_context(task_id: str | None = None, task=None, **_: object) -> None:
+    from django.db import close_old_connections
+
     from config.logging import bind_context
 
+    # A connection that failed in the previous task (PostgreSQL restarted, the backend was
+    # terminated) is closed here, so this task reconnects instead of failing in turn.
+    close_old_connections()
     bind_context(task_id=task_id, task_name=getattr(task, "name", None))
 
 
