@@ -12,3 +12,15 @@ class InvalidOrder(OrderError):
 
 class OrderNotCancellable(OrderError):
     """The order is past the point where it can be cancelled."""
+
+
+class IdempotencyError(Exception):
+    """Base of the errors of the storefront's idempotency keys."""
+
+
+class IdempotencyKeyInUse(IdempotencyError):
+    """Another request with the same key is still being processed: the client may retry."""
+
+
+class IdempotencyKeyReused(IdempotencyError):
+    """The key was already used for a different request (method, path or body)."""

@@ -81,3 +81,49 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} for order {self.order_id}"
+
+
+class IdempotencyKey(models.Model):
+    """A storefront client's Idempotency-Key and the response its first request got.
+
+    Keys are scoped per client. A key is claimed (``in_flight``) in its own committed insert,
+    so a concurrent duplicate sees it at once and is told to retry; it becomes ``completed``
+    in the very transaction that creates the order, so a completed key always has its order
+    and an order placed through the API always has its completed key. A request that fails
+    deletes its claim, leaving the key free for a corrected retry.
+    """
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight", "in flight"
+        COMPLETED = "completed", "completed"
+
+    id = models.BigAutoField(primary_key=True)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body")
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=255)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    lock_token = models.UUIDField(help_text="identifies the request that holds the claim")
+    locked_at = models.DateTimeField(
+        db_default=Now(), help_text="when the claim was taken (database clock); a stale claim may be taken over"
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.BinaryField(default=b"", blank=True)
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotencykey_client_key_unique"),
+            models.CheckConstraint(
+                condition=Q(state="in_flight") | Q(response_status__isnull=False, order__isnull=False),
+                name="idempotencykey_completed_has_response_and_order",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotencykey_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.state})"

@@ -2,7 +2,6 @@
 and the saga's confirm and cancel steps."""
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,8 @@ from sagas.orchestrator import saga_request_cancel, saga_start
 
 MAX_LINES = 100
 MAX_QUANTITY = 1000
+# Amounts are PostgreSQL integers (minor units); a larger total would fail the insert.
+MAX_TOTAL_AMOUNT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -44,29 +45,37 @@ def order_place(
     client: AbstractBaseUser | None = None,
     idempotency_key: str = "",
 ) -> Order:
-    """Create the order and start its saga in one transaction. Prices come from the catalog."""
+    """Create the order and start its saga in one transaction. Prices come from the catalog.
+
+    Errors name the offending line (``lines.2.sku``), so that a client can fix its request.
+    """
     errors: dict[str, list[str]] = {}
     if not lines:
         errors["lines"] = ["an order needs at least one line"]
     elif len(lines) > MAX_LINES:
         errors["lines"] = [f"at most {MAX_LINES} lines per order"]
-    duplicated = sorted(sku for sku, count in Counter(line.sku for line in lines).items() if count > 1)
-    if duplicated:
-        errors.setdefault("lines", []).append(f"each sku at most once per order: {', '.join(duplicated)}")
-    if any(not 0 < line.quantity <= MAX_QUANTITY for line in lines):
-        errors.setdefault("lines", []).append(f"quantities must be between 1 and {MAX_QUANTITY}")
     catalog = product_catalog([line.sku for line in lines])
-    unknown = sorted({line.sku for line in lines} - set(catalog))
-    if unknown:
-        errors.setdefault("lines", []).append(f"unknown sku: {', '.join(unknown)}")
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        if not 0 < line.quantity <= MAX_QUANTITY:
+            errors.setdefault(f"lines.{index}.quantity", []).append(f"must be between 1 and {MAX_QUANTITY}")
+        if line.sku in seen:
+            errors.setdefault(f"lines.{index}.sku", []).append(f"{line.sku} appears twice; each sku at most once")
+        elif line.sku not in catalog:
+            errors.setdefault(f"lines.{index}.sku", []).append(f"unknown sku: {line.sku}")
+        seen.add(line.sku)
     currencies = {product.currency for product in catalog.values()}
     if len(currencies) > 1:
         errors.setdefault("lines", []).append("all products of an order must share one currency")
+    total = sum(catalog[line.sku].price_amount * line.quantity for line in lines if line.sku in catalog)
+    if total > MAX_TOTAL_AMOUNT:
+        errors.setdefault("lines", []).append(f"the order total exceeds {MAX_TOTAL_AMOUNT} minor units")
+    elif total <= 0 and not errors:
+        errors["lines"] = ["the order total must be above zero (only free products?)"]
     if errors:
         raise InvalidOrder(errors)
 
     currency = currencies.pop()
-    total = sum(catalog[line.sku].price_amount * line.quantity for line in lines)
     saga_id = uuid.uuid4()
     with transaction.atomic():
         order = Order.objects.create(

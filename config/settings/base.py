@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "payments",
     "inventory",
     "shipping",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -65,7 +66,9 @@ DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/backo
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 # Short-lived connections are reopened per request; workers keep theirs for the process' life.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No "SELECT 1" before every request or task: a connection that raised an error is checked
+# (and replaced when broken) at the start of the next one, which is all a terminated backend needs.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -221,9 +224,11 @@ SPECTACULAR_SETTINGS = {
 # admin are far below it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 # Idempotency keys: kept 24 hours (Stripe's rule), purged in batches by beat. A claim held
-# longer than the timeout belongs to a request that died, and a retry may take it over.
+# longer than the timeout (gunicorn's default worker timeout: a request that old was killed)
+# belongs to a request that died, and a retry may take it over; taking over from one that is
+# merely slow is safe too, it finds its claim gone before it commits anything.
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
-IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env_int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS", 60)
+IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env_int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS", 30)
 IDEMPOTENCY_PURGE_BATCH_SIZE = env_int("IDEMPOTENCY_PURGE_BATCH_SIZE", 1000)
 
 SAGA_STEP_DEADLINE_SECONDS = env_int("SAGA_STEP_DEADLINE_SECONDS", 300)

@@ -1,0 +1,16 @@
+"""Per-client request rate limits (a 429 with Retry-After beyond them)."""
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import UserRateThrottle
+
+
+class StorefrontClientThrottle(UserRateThrottle):
+    """One budget per storefront client (its user id), counted in the shared cache (Redis),
+    so that every web process sees the same counts."""
+
+    scope = "storefront_client"
+
+    def get_rate(self) -> str | None:
+        # Read on every request rather than frozen at import time (as DRF's class attribute
+        # is), so that a settings change, in tests or a reload, takes effect.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)

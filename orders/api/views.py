@@ -1,0 +1,252 @@
+"""The storefront REST API. Each view validates its input, calls one service or selector and
+answers with its output serializer; errors become HTTP answers in orders.api.errors."""
+
+from typing import Any
+
+from django.http import HttpResponse
+from django.urls import Resolver404, resolve, reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory.selectors import product_list
+from orders.api.pagination import OrderPagination, ProductPagination, paginated_response
+from orders.api.schema import (
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_PARAMETER,
+    LOCATION,
+    ORDER_ID,
+    PAGINATION_PARAMETERS,
+    REPLAYED,
+    RETRY_AFTER,
+    error_responses,
+)
+from orders.api.serializers import (
+    AddressSerializer,
+    CustomerInputSerializer,
+    OrderDetailSerializer,
+    OrderSummarySerializer,
+    PaymentInputSerializer,
+    ProductSerializer,
+    order_lines_field,
+    paginated,
+)
+from orders.idempotency import IdempotentResult, StoredResponse, idempotent_response
+from orders.models import Order
+from orders.selectors import order_detail, order_get, order_list
+from orders.services import Customer, LineInput, order_place, order_request_cancel
+
+MAX_ORDER_ID = 2**63 - 1  # a PostgreSQL bigint
+JSON = "application/json"
+
+
+# ---------------------------------------------------------------------------
+# Products
+# ---------------------------------------------------------------------------
+
+
+class ProductListApi(APIView):
+    OutputSerializer = ProductSerializer
+
+    @extend_schema(
+        operation_id="products_list",
+        summary="The catalog, with prices and available quantities",
+        tags=["products"],
+        parameters=[*PAGINATION_PARAMETERS, RETRY_AFTER],
+        responses={200: paginated(ProductSerializer, "PaginatedProductList"), **error_responses(404)},
+    )
+    def get(self, request: Request) -> Response:
+        return paginated_response(
+            pagination_class=ProductPagination,
+            serializer_class=self.OutputSerializer,
+            queryset=product_list(),
+            request=request,
+            view=self,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Orders
+# ---------------------------------------------------------------------------
+
+
+def idempotency_key_of(request: Request) -> str:
+    """The request's Idempotency-Key header, validated like a field of the body."""
+    raw = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if raw is None:
+        raise ValidationError({IDEMPOTENCY_KEY_HEADER: ["This header is required."]})
+    key = raw.strip()
+    if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or any(not " " <= char <= "~" for char in key):
+        raise ValidationError(
+            {IDEMPOTENCY_KEY_HEADER: [f"Must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."]}
+        )
+    return key
+
+
+def order_id_of(raw: str) -> int:
+    """The path's order id; anything that cannot be an order's id is simply not found."""
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ORDER_ID:
+        raise NotFound("No such order.")
+    return int(raw)
+
+
+def order_for(request: Request, raw_id: str) -> Order:
+    order = order_get(client=request.user, order_id=order_id_of(raw_id))
+    if order is None:
+        raise NotFound("No such order.")
+    return order
+
+
+def render_order(order: Order, *, just_placed: bool = False) -> dict[str, Any]:
+    return OrderDetailSerializer(order_detail(order=order, just_placed=just_placed)).data
+
+
+def as_http_response(stored: StoredResponse) -> HttpResponse:
+    response = HttpResponse(stored.body, status=stored.status, content_type=stored.headers.get("Content-Type", JSON))
+    for name, value in stored.headers.items():
+        if name != "Content-Type":
+            response[name] = value
+    if stored.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+class OrderListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        customer = CustomerInputSerializer()
+        lines = order_lines_field()
+        payment = PaymentInputSerializer()
+        shipping_address = AddressSerializer()
+
+        class Meta:
+            ref_name = "OrderCreate"
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Order.Status.values, required=False, help_text="only orders in it")
+
+        class Meta:
+            ref_name = "OrderFilter"
+
+    OutputSerializer = OrderDetailSerializer
+    ListOutputSerializer = OrderSummarySerializer
+
+    @extend_schema(
+        operation_id="orders_list",
+        summary="The client's orders, newest first",
+        parameters=[FilterSerializer, *PAGINATION_PARAMETERS, RETRY_AFTER],
+        responses={200: paginated(OrderSummarySerializer, "PaginatedOrderList"), **error_responses(400, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return paginated_response(
+            pagination_class=OrderPagination,
+            serializer_class=self.ListOutputSerializer,
+            queryset=order_list(client=request.user, **filters.validated_data),
+            request=request,
+            view=self,
+        )
+
+    @extend_schema(
+        operation_id="orders_create",
+        summary="Place an order (asynchronously: it starts pending)",
+        description=(
+            "Prices come from the catalog. The order starts `pending`; its saga charges the card, reserves "
+            "stock and ships, then the order is `confirmed`, or `cancelled` with a `cancel_reason`. "
+            "Poll `GET /api/v1/orders/{id}/` (the `Location` header)."
+        ),
+        parameters=[IDEMPOTENCY_KEY_PARAMETER, LOCATION, REPLAYED, RETRY_AFTER],
+        request=InputSerializer,
+        responses={
+            202: OpenApiResponse(OrderDetailSerializer, description="Accepted: the order, as first created"),
+            **error_responses(400, 409, 413, 415, 422),
+        },
+    )
+    def post(self, request: Request) -> HttpResponse:
+        key = idempotency_key_of(request)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        client = request.user
+
+        def place() -> IdempotentResult:
+            order = order_place(
+                customer=Customer(**data["customer"]),
+                lines=[LineInput(**line) for line in data["lines"]],
+                payment_token=data["payment"]["token"],
+                shipping_address=dict(data["shipping_address"]),
+                client=client,
+                # The saga remembers the key that started it: the lineage of an order starts here.
+                idempotency_key=f"api:{client.pk}:{key}",
+            )
+            body = JSONRenderer().render(render_order(order, just_placed=True))
+            location = reverse("storefront_api:order-detail", kwargs={"order_id": order.pk})
+            headers = {"Content-Type": JSON, "Location": location}
+            return IdempotentResult(StoredResponse(status.HTTP_202_ACCEPTED, body, headers), order)
+
+        stored = idempotent_response(
+            client=client, key=key, method=request.method, path=request.path, payload=request.data, produce=place
+        )
+        return as_http_response(stored)
+
+
+class OrderDetailApi(APIView):
+    OutputSerializer = OrderDetailSerializer
+
+    @extend_schema(
+        operation_id="orders_retrieve",
+        summary="An order with its payment, stock, shipment and saga timeline",
+        parameters=[ORDER_ID, RETRY_AFTER],
+        responses={200: OrderDetailSerializer, **error_responses(404)},
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        return Response(render_order(order_for(request, order_id)))
+
+
+class OrderCancelApi(APIView):
+    OutputSerializer = OrderDetailSerializer
+
+    @extend_schema(
+        operation_id="orders_cancel",
+        summary="Cancel an order (idempotent)",
+        description=(
+            "202 while the cancellation runs (what was charged is refunded, reserved stock released, "
+            "the shipment cancelled), 200 once the order is cancelled, 409 when it is too late."
+        ),
+        parameters=[ORDER_ID, RETRY_AFTER],
+        request=None,
+        responses={
+            200: OpenApiResponse(OrderDetailSerializer, description="The order is cancelled."),
+            202: OpenApiResponse(OrderDetailSerializer, description="Cancelling: compensation is running."),
+            **error_responses(404, 409),
+        },
+    )
+    def post(self, request: Request, order_id: str) -> Response:
+        order = order_request_cancel(order=order_for(request, order_id))
+        done = order.status == Order.Status.CANCELLED
+        return Response(render_order(order), status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(exclude=True)
+class NotFoundApi(APIView):
+    """Any other path under the API answers a 404 in the API's error shape, not an HTML page."""
+
+    def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not request.path_info.endswith("/") and _is_endpoint(request.path_info + "/"):
+            raise NotFound(f"No such endpoint. Did you mean {request.path}/ (with a trailing slash)?")
+        raise NotFound("No such endpoint.")
+
+    get = post = put = patch = delete = _not_found
+
+
+def _is_endpoint(path: str) -> bool:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return getattr(match.func, "view_class", None) is not NotFoundApi
