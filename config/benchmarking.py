@@ -26,15 +26,26 @@ def in_bench_child() -> bool:
     return os.environ.get(CHILD_FLAG) == "1"
 
 
-def rerun_isolated(argv: Sequence[str], *, name: str, redis_db: int) -> int:
-    """Create (afresh) and migrate ``<database>_<name>``, then run ``manage.py argv`` against it."""
+def rerun_isolated(
+    argv: Sequence[str],
+    *,
+    name: str,
+    redis_db: int = 0,
+    redis_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> int:
+    """Create (afresh) and migrate ``<database>_<name>``, then run ``manage.py argv`` against it.
+
+    ``redis_url`` names a Redis the child starts itself (the chaos harness restarts its own);
+    otherwise the child gets database ``redis_db`` of the configured server, emptied first."""
     base = dict(connection.settings_dict)
     bench_name = f"{base['NAME']}_{name}"[:63]
     admin = {**base, "NAME": "postgres"}
     with psycopg.connect(database_url(admin).replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{bench_name}"')
-    redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+    own_redis = redis_url is not None
+    redis_url = redis_url or settings.REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
     env = {
         **os.environ,
         CHILD_FLAG: "1",
@@ -43,12 +54,14 @@ def rerun_isolated(argv: Sequence[str], *, name: str, redis_db: int) -> int:
         "CELERY_BROKER_URL": redis_url,
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
-    from redis import Redis
+    if not own_redis:
+        from redis import Redis
 
-    Redis.from_url(redis_url).flushdb()
+        Redis.from_url(redis_url).flushdb()
     return subprocess.run([*manage, *argv], env=env, cwd=ROOT).returncode
 
 

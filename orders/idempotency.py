@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
@@ -175,14 +175,22 @@ def _run_claimed(*, claim: Claim, produce: Callable[[], IdempotentResult]) -> St
 
 def _release(claim: Claim) -> None:
     """Give the key back after a failure, so that a corrected retry can use it."""
-    try:
-        IdempotencyKey.objects.filter(
-            pk=claim.pk, lock_token=claim.lock_token, state=IdempotencyKey.State.IN_FLIGHT
-        ).delete()
-    except DatabaseError:
-        # The claim stays until it goes stale, then a retry takes it over; the original error
-        # is the one worth reporting.
-        logger.exception("could not release an idempotency key", extra={"idempotency_key_id": claim.pk})
+    for attempt in (1, 2):
+        try:
+            IdempotencyKey.objects.filter(
+                pk=claim.pk, lock_token=claim.lock_token, state=IdempotencyKey.State.IN_FLIGHT
+            ).delete()
+            return
+        except DatabaseError:
+            if attempt == 1 and not connection.in_atomic_block:
+                # The failure was often the connection itself (a terminated backend): once more
+                # on a new one, or the client would see 409s until the claim goes stale.
+                connection.close()
+                continue
+            # The claim stays until it goes stale, then a retry takes it over; the original
+            # error is the one worth reporting.
+            logger.exception("could not release an idempotency key", extra={"idempotency_key_id": claim.pk})
+            return
 
 
 def idempotency_keys_purge(*, batch_size: int | None = None, max_batches: int = 100) -> int:

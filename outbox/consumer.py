@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from config.logging import bind_context, reset_context
+from config.redis import get_redis
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
 from outbox.models import DeadLetter, InboxMessage
@@ -110,6 +111,16 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
         reset_context(log_token)
 
 
+DUPLICATES_KEY = "stats:duplicates-absorbed"
+
+
+def _count_duplicate() -> None:
+    try:
+        get_redis().incr(DUPLICATES_KEY)
+    except Exception:  # noqa: BLE001 - a statistic, never a reason to fail a delivery
+        logger.debug("could not count a duplicate")
+
+
 def _deliver(message: Message, registration: Registration, attempt: int) -> str:
     if registration.prepare is not None and (
         InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists()
@@ -117,6 +128,7 @@ def _deliver(message: Message, registration: Registration, attempt: int) -> str:
         # Checked before calling the outside world; handlers without such a call rely on the
         # inbox insert below alone, one round trip fewer.
         logger.info("duplicate message absorbed")
+        _count_duplicate()
         return "duplicate"
     try:
         prepared = registration.prepare(message) if registration.prepare else None
@@ -125,6 +137,7 @@ def _deliver(message: Message, registration: Registration, attempt: int) -> str:
                 # A concurrent delivery of the same message committed first; our prepare step
                 # was idempotent by key, so nothing happened twice.
                 logger.info("duplicate message absorbed (concurrent delivery)")
+                transaction.on_commit(_count_duplicate)
                 return "duplicate"
             registration.handle(message, prepared)
     except PoisonMessage as exc:

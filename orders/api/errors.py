@@ -8,10 +8,13 @@ problem is not with one field. Domain errors of the orders context are mapped he
 that views never translate exceptions themselves.
 """
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -19,6 +22,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidOrder, OrderNotCancellable
+
+logger = logging.getLogger(__name__)
 
 VALIDATION_ERROR = "validation_error"
 NON_FIELD = "non_field_errors"
@@ -56,6 +61,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             # The first request with this key is still running: ask for a retry in a moment.
             headers = {"Retry-After": "1"} if isinstance(exc, IdempotencyKeyInUse) else None
             return Response(body, http_status, headers=headers)
+    if isinstance(exc, OperationalError | InterfaceError | RedisError):
+        # The database or Redis went away under the request (a restart, a failover, a
+        # terminated connection): nothing was committed, so the client may simply retry.
+        logger.warning("dependency unavailable during a request", exc_info=exc)
+        set_rollback()
+        body = error_body(code="service_unavailable", message="A dependency is briefly unavailable; retry shortly.")
+        return Response(body, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -1,0 +1,106 @@
+"""Load benchmark of the storefront API over real HTTP (gunicorn), with the workers running.
+
+Prints as its last line ``orders_per_s=... p50_ms=... p99_ms=... sagas_per_s=...``: orders
+accepted per second at full speed from concurrent clients, API latency at half that rate, and
+sagas completed per second over the run. It runs in a database of its own.
+"""
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from django.core.management.base import BaseCommand
+
+from config.benchmarking import in_bench_child, percentile, rerun_isolated
+from config.processes import ROOT, wait_for
+from sagas.chaos import ChaosSystem, StorefrontClient, new_secret
+from sagas.models import SagaInstance, SagaState
+
+BODY = {
+    "customer": {"email": "bench@example.com", "name": "Bench Client"},
+    "lines": [{"sku": "BENCH-API", "quantity": 1}],
+    "payment": {"token": "tok_visa"},
+    "shipping_address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+}
+
+
+class Command(BaseCommand):
+    help = "Measure orders accepted per second through the REST API over HTTP (own database)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--orders", type=int, default=2000)
+        parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+        parser.add_argument("--concurrency", type=int, default=4, help="worker pool processes")
+        parser.add_argument("--latency-seconds", type=float, default=10.0)
+
+    def handle(self, *args, orders: int, clients: int, concurrency: int, latency_seconds: float, **options):
+        if not in_bench_child():
+            argv = ["bench_api", f"--orders={orders}", f"--clients={clients}", f"--concurrency={concurrency}"]
+            env = {
+                "DJANGO_SETTINGS_MODULE": "config.settings.production",
+                "SECRET_KEY": new_secret(),
+                "SECURE_SSL_REDIRECT": "false",
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "API_THROTTLE_RATE": "1000000/min",
+            }
+            argv.append(f"--latency-seconds={latency_seconds}")
+            raise SystemExit(rerun_isolated(argv, name="bench_api", redis_db=14, extra_env=env))
+        tokens = self._seed(clients)
+        system = ChaosSystem(concurrency=concurrency, log_dir=ROOT / "artifacts" / "bench_api")
+        system.start()
+        try:
+            started = time.monotonic()
+            self._load(system.port, tokens, count=min(100, orders), rate=None)  # warm up
+            peak, _ = self._load(system.port, tokens, count=orders, rate=None)
+            rate = peak / 2
+            _, latencies = self._load(system.port, tokens, count=max(1, int(rate * latency_seconds)), rate=rate)
+            wait_for(
+                lambda: not SagaInstance.objects.filter(state=SagaState.RUNNING).exists(), timeout=600, interval=0.5
+            )
+            completed = SagaInstance.objects.filter(state=SagaState.COMPLETED).count()
+            last = SagaInstance.objects.order_by("-finished_at").values_list("finished_at", flat=True).first()
+            first = SagaInstance.objects.order_by("created_at").values_list("created_at", flat=True).first()
+            sagas_per_s = completed / max((last - first).total_seconds(), 0.001)
+        finally:
+            system.stop()
+        self.stdout.write(
+            f"orders={orders} clients={clients} workers={concurrency} latency_sample={len(latencies)} at {rate:.0f}/s"
+            f" wall={time.monotonic() - started:.0f}s"
+        )
+        self.stdout.write(
+            f"orders_per_s={peak:.0f} p50_ms={percentile(latencies, 0.5):.1f} p99_ms={percentile(latencies, 0.99):.1f}"
+            f" sagas_per_s={sagas_per_s:.1f}"
+        )
+
+    def _seed(self, clients: int) -> list[str]:
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        from inventory.services import product_upsert, stock_receive
+
+        stock_receive(product=product_upsert(sku="BENCH-API", name="Bench", price_amount=1000), quantity=10**8)
+        users = [get_user_model().objects.create_user(f"bench-client-{i}", password=None) for i in range(clients)]
+        return [Token.objects.create(user=user).key for user in users]
+
+    def _load(self, port: int, tokens: list[str], *, count: int, rate: float | None) -> tuple[float, list[float]]:
+        """Send ``count`` orders from one thread per token; at ``rate`` per second, or flat out."""
+        latencies: list[float] = []
+        started = time.monotonic()
+
+        def run(index: int) -> None:
+            client = StorefrontClient(port, tokens[index])
+            for n in range(index, count, len(tokens)):
+                if rate is not None:
+                    time.sleep(max(0.0, started + n / rate - time.monotonic()))
+                sent = time.monotonic()
+                status, body = client.request("POST", "/api/v1/orders/", body=BODY, key=str(uuid.uuid4()))
+                if status != 202:
+                    raise RuntimeError(f"order refused: {status} {body[:200]!r}")
+                latencies.append((time.monotonic() - sent) * 1000)
+                json.loads(body)
+
+        with ThreadPoolExecutor(max_workers=len(tokens)) as pool:
+            for future in [pool.submit(run, i) for i in range(len(tokens))]:
+                future.result()
+        return count / (time.monotonic() - started), sorted(latencies)
