@@ -591,15 +591,18 @@ def banner(port: int, seed_output: str, credentials_file: Path, services: Servic
         admin_line = next((line for line in seed_output.splitlines() if line.startswith("admin user:")), "")
         login = admin_line.removeprefix("admin user:").strip() or "see the seed_demo output above"
         login += " - set one with `python manage.py changepassword admin`"
+    token = re.search(r"^storefront API token \(client (\S+)\): (\S+)", seed_output, re.MULTILINE)
+    api_token = f"{token[2]}   (client {token[1]}; header Authorization: Token ...)" if token else "-"
     rule = "=" * 78
     return "\n".join(
         [
             rule,
             "Order backoffice: starting web, worker and beat",
             f"  admin      {base}/admin/",
-            f"  API        {base}/api/",
+            f"  API        {base}/api/v1/  (docs: {base}/api/docs/)",
             f"  health     {base}/healthz",
             f"  login      {login}",
+            f"  API token  {api_token}",
             f"  database   {services.database_note}",
             f"  redis      {services.redis_note}",
             "Press Ctrl-C to stop everything.",

@@ -65,6 +65,8 @@ class Command(BaseCommand):
                     stock_receive(product=product, quantity=stock, idempotency_key=f"seed:{sku}")
                     created += 1
         self.stdout.write(f"catalog: {len(CATALOG)} products ({created} new)")
+        token = demo_storefront_token()
+        self.stdout.write(f"storefront API token (client demo-storefront): {token}")
 
         User = get_user_model()
         user = User.objects.filter(username=admin_username).first()
@@ -117,3 +119,14 @@ def read_credentials(path: Path) -> tuple[str, str] | None:
     if not fields.get("username") or not fields.get("password"):
         return None
     return fields["username"], fields["password"]
+
+
+def demo_storefront_token() -> str:
+    """A demo storefront client, so that the API can be tried at once."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("create_api_client", "demo-storefront", stdout=out)
+    return out.getvalue().strip()
