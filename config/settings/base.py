@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config.env import database_from_url, env_bool, env_int, env_list, env_str
 
@@ -125,7 +125,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One queue per consuming context, so a slow context never starves another.
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]
-CELERY_TASK_QUEUES = [Queue(name) for name in ["default", "relay", *MESSAGE_QUEUES]]
+# Each queue has its own routing key on one direct exchange. (A bare Queue(name) would be bound
+# to the default exchange with the default routing key, and every message would be copied
+# into every queue.)
+CELERY_TASK_DEFAULT_EXCHANGE = "backoffice"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
+_EXCHANGE = Exchange("backoffice", type="direct")
+CELERY_TASK_QUEUES = [Queue(name, _EXCHANGE, routing_key=name) for name in ["default", "relay", *MESSAGE_QUEUES]]
 CELERY_TASK_ROUTES = {"outbox.relay": {"queue": "relay"}}
 # Celery's Django fixup closes the database connection around every task unless told to reuse
 # it; a new PostgreSQL connection per message would cost more than the message's own work.
