@@ -7,6 +7,7 @@ the same environment.
 """
 
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -48,11 +49,18 @@ def rerun_isolated(
     redis_url = redis_url or settings.REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
     env = {
         **os.environ,
+        # Measured as deployed: production settings (DEBUG off: no query log in memory).
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
         CHILD_FLAG: "1",
         "DATABASE_URL": database_url({**base, "NAME": bench_name}),
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,
         "LOG_LEVEL": "WARNING",
+        # Customer emails go nowhere: printing thousands of them would measure the terminal.
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }

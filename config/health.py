@@ -58,5 +58,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _extra_details() -> dict:
-    """Details other apps add to the health answer (e.g. consistency violations)."""
-    return {}
+    """Details other apps add to the health answer: open consistency violations, by kind.
+
+    Reported, never a reason for a 503: health is about the dependencies answering, and a
+    violation is for an operator. Whatever goes wrong reading them is reported the same way,
+    so that the health answer itself never fails because of the auditor.
+    """
+    try:
+        from audit.selectors import violation_counts
+
+        by_kind = violation_counts()
+    except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
+        return {"violations": {"error": f"{type(exc).__name__}: {exc}"}}
+    return {"violations": {"open": sum(by_kind.values()), "by_kind": by_kind}}

@@ -46,6 +46,13 @@ _DISPATCH_SQL = """
      ORDER BY m.id
        FOR UPDATE OF m SKIP LOCKED
 """
+_DISPATCH_AND_MARK_SQL = f"""
+    WITH claimed AS ({_DISPATCH_SQL})
+    UPDATE outbox_outboxmessage o SET published_at = now(), attempts = o.attempts + 1
+      FROM claimed WHERE o.id = claimed.id
+    RETURNING o.id, o.message_id, o.type, o.destination, o.aggregate, o.aggregate_id, o.correlation_id,
+              o.causation_id, o.traceparent, o.created_at, o.payload, o.headers
+"""
 _COLUMNS = (
     "message_id",
     "type",
@@ -92,11 +99,12 @@ def dispatch_committed(ids: list[int]) -> int:
     if not ids:
         return 0
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_DISPATCH_SQL, [RELAY_LOCK_KEY, ids])
-        rows = cursor.fetchall()
+        # Claimed and marked in one statement; the mark commits only after the send below
+        # succeeded, so a failed send leaves the messages to the relay.
+        cursor.execute(_DISPATCH_AND_MARK_SQL, [RELAY_LOCK_KEY, ids])
+        rows = sorted(cursor.fetchall())
         if rows:
             _send(rows)
-            _mark_published(cursor, [row[0] for row in rows])
     return len(rows)
 
 

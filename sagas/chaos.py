@@ -405,7 +405,6 @@ class ChaosRun:
 
     def summary(self, started: float, settled: bool) -> dict:
         from audit.services import audit_run
-
         from orders.models import Order
         from sagas.models import SagaInstance, SagaState
 
@@ -429,8 +428,8 @@ class ChaosRun:
             "stuck": SagaInstance.objects.filter(stuck=True).exclude(state__in=[SagaState.COMPLETED]).count(),
             "stuck_without_reason": stuck_without_reason,
             "settled": settled,
-            "violations": report.violation_count,
-            "violation_kinds": report.counts_by_kind,
+            "violations": len(report.findings),
+            "violation_kinds": report.counts,
             "idempotency_mismatches": self.tally.idempotency_mismatches,
             "duplicates_absorbed": _duplicates_absorbed(),
             "worker_children_killed": self.tally.worker_children_killed,

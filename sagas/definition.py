@@ -112,3 +112,8 @@ def definition_for(name: str, version: int) -> SagaDefinition:
 
 def latest_definition(name: str) -> SagaDefinition:
     return _latest[name]
+
+
+def registered_definitions() -> list[SagaDefinition]:
+    """Every registered definition version, e.g. for the console's filters (no query needed)."""
+    return sorted(_definitions.values(), key=lambda d: (d.name, d.version))

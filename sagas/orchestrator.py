@@ -79,25 +79,23 @@ def _apply(reply: SagaReply, message: Message) -> None:
         logger.error("reply for an unknown saga ignored")
         return
     definition = definition_for(saga.definition_name, saga.definition_version)
-    row = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt).first()
+    attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
+    answer = {
+        "reply": {"outcome": reply.outcome, "data": reply.data, "error": reply.error},
+        "reply_message_id": message.message_id,
+        "replied_at": timezone.now(),
+    }
     expected = (
         not saga.is_terminal
         and reply.step == saga.current_step
         and reply.phase == saga.phase
         and reply.attempt == saga.attempt
-        and row is not None
-        and row.outcome == Outcome.PENDING
+        # One statement finds and records the awaited attempt; a duplicate finds it answered.
+        and attempt_rows.filter(outcome=Outcome.PENDING).update(**answer, outcome=reply.outcome, error=reply.error) == 1
     )
-    if row is not None and row.outcome in (Outcome.PENDING, Outcome.SUPERSEDED) and row.reply is None:
-        # Keep what the participant said even when it comes too late to count.
-        row.reply = {"outcome": reply.outcome, "data": reply.data, "error": reply.error}
-        row.reply_message_id = message.message_id
-        row.replied_at = timezone.now()
-        if expected:
-            row.outcome = reply.outcome
-            row.error = reply.error
-        row.save(update_fields=["reply", "reply_message_id", "replied_at", "outcome", "error"])
     if not expected:
+        # Keep what the participant said even when it comes too late to count.
+        attempt_rows.filter(outcome__in=[Outcome.PENDING, Outcome.SUPERSEDED], reply__isnull=True).update(**answer)
         SagaEvent.objects.create(
             saga=saga,
             kind="reply_ignored",

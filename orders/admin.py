@@ -1,0 +1,68 @@
+"""Orders in the admin: read only. An order changes only through its saga (placing,
+confirming, cancelling), never by editing a row."""
+
+import uuid
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from orders.models import Notification, Order, OrderLine
+from outbox.admin import ReadOnlyAdmin
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    extra = 0
+    can_delete = False
+    fields = ["sku", "name", "quantity", "unit_price_amount", "currency"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class NotificationInline(admin.TabularInline):
+    model = Notification
+    extra = 0
+    can_delete = False
+    fields = ["kind", "recipient", "subject", "sent_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["id", "status", "customer_email", "total_amount", "currency", "saga_link", "created_at"]
+    list_filter = ["status", "currency"]
+    search_fields = ["=id", "=customer_email", "=saga_id"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    inlines = [OrderLineInline, NotificationInline]
+    readonly_fields = ["saga_link"]
+
+    @admin.display(description="saga")
+    def saga_link(self, obj: Order) -> str:
+        url = reverse("admin:sagas_sagainstance_change", args=[obj.saga_id])
+        return format_html('<a href="{}"><code>{}</code></a>', url, str(obj.saga_id)[:8])
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches only, each on an indexed column; a term that is not a valid id or
+        uuid matches on the email alone instead of failing."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(pk=int(term)), False
+        try:
+            return queryset.filter(saga_id=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(customer_email=term), False

@@ -1,0 +1,60 @@
+"""Payments in the admin: read only. The ledger is append-only (a database trigger refuses
+changes), and a payment's status moves only through the saga's charge and refund steps."""
+
+from django.contrib import admin
+
+from outbox.admin import ReadOnlyAdmin
+from payments.models import GatewayCharge, LedgerEntry, Payment
+
+
+class LedgerEntryInline(admin.TabularInline):
+    model = LedgerEntry
+    extra = 0
+    can_delete = False
+    fields = ["kind", "amount", "currency", "idempotency_key", "provider_reference", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "order_id", "status", "amount", "currency", "provider_charge_id", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["=order_id", "=idempotency_key", "=provider_charge_id"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    inlines = [LedgerEntryInline]
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "order_id",
+        "kind",
+        "amount",
+        "currency",
+        "idempotency_key",
+        "provider_reference",
+        "created_at",
+    ]
+    list_filter = ["kind"]
+    search_fields = ["=order_id", "=idempotency_key", "=provider_reference"]
+    ordering = ["-id"]
+    show_full_result_count = False
+
+
+@admin.register(GatewayCharge)
+class GatewayChargeAdmin(ReadOnlyAdmin):
+    """The fake gateway's own books, standing in for the provider's console."""
+
+    list_display = ["id", "kind", "idempotency_key", "transaction_id", "amount", "currency", "succeeded", "created_at"]
+    list_filter = ["kind", "succeeded"]
+    search_fields = ["=idempotency_key", "=transaction_id"]
+    ordering = ["-id"]
+    show_full_result_count = False

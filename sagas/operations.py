@@ -1,0 +1,441 @@
+"""Operator actions on a saga: retry the current step, compensate, retry a failed
+compensation, mark a step done by hand, and replay a dead letter.
+
+Each action runs in one transaction that locks the saga row, so it serialises with the
+orchestrator applying a reply and with the sweeper: an operator can never race a reply into
+a half-applied state. Each is valid only in some states; :func:`saga_action_refusal` is the
+one place that says which, used both here (to refuse) and by the console (to show only the
+buttons that can work). Every attempt, done or refused, leaves an audit row.
+
+The transitions reuse the orchestrator's own functions, so a step sent by an operator is the
+same command, with the same idempotency key, as one the engine would send.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+
+from config.logging import bind_context, reset_context
+from outbox.models import DeadLetter, OutboxMessage
+from outbox.services import ReplayRefused, dead_letter_replay
+from sagas.audit import audit_record
+from sagas.definition import SagaDefinition, StepKind, definition_for
+from sagas.exceptions import SagaActionRefused
+from sagas.locks import lock_saga
+from sagas.messages import SagaReply
+from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
+from sagas.orchestrator import _begin_compensation, _on_success, _send
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+class SagaAction(StrEnum):
+    RETRY_STEP = "retry_step"
+    COMPENSATE = "compensate"
+    RETRY_COMPENSATION = "retry_compensation"
+    MARK_STEP_DONE = "mark_step_done"
+
+
+# The permission each action needs; the console checks it before showing a button or
+# accepting a POST.
+ACTION_PERMISSIONS: dict[str, str] = {
+    SagaAction.RETRY_STEP: "sagas.retry_saga",
+    SagaAction.COMPENSATE: "sagas.compensate_saga",
+    SagaAction.RETRY_COMPENSATION: "sagas.retry_compensation_saga",
+    SagaAction.MARK_STEP_DONE: "sagas.mark_step_done_saga",
+}
+REPLAY_DEAD_LETTER = "replay_dead_letter"
+REPLAY_PERMISSION = "outbox.replay_deadletter"
+
+# What an operator cancelling a saga tells the customer (it ends up in the cancellation
+# email); the operator's own reason stays in the audit log, which customers never see.
+OPERATOR_CANCEL_REASON = "cancelled by an operator"
+
+
+def saga_action_refusal(*, saga: SagaInstance, action: str, definition: SagaDefinition | None = None) -> str | None:
+    """Why ``action`` cannot run on ``saga`` in its current state, or None when it can."""
+    state = saga.state
+    if action == SagaAction.RETRY_STEP:
+        if state == SagaState.FAILED:
+            return "the saga's compensation failed: use 'retry compensation' to run it again"
+        if state not in (SagaState.RUNNING, SagaState.COMPENSATING):
+            return f"the saga is {state}; only a running or compensating saga has a step to retry"
+        return None
+    if action == SagaAction.COMPENSATE:
+        if state == SagaState.COMPENSATING:
+            return "the saga is already compensating"
+        if state == SagaState.FAILED:
+            return "the saga's compensation failed: use 'retry compensation' or mark the compensation done"
+        if state != SagaState.RUNNING:
+            return f"the saga is {state}; there is nothing left to compensate"
+        definition = definition or definition_for(saga.definition_name, saga.definition_version)
+        step = definition.step(saga.current_step)
+        if step.kind != StepKind.COMPENSATABLE:
+            # The same rule as a customer's cancellation: past the pivot the saga only goes forward.
+            return (
+                f"the saga is past its pivot (at {step.name}, a {step.kind} step); it can only go forward: "
+                "retry the step or mark it done"
+            )
+        if saga.cancel_requested and not saga.stuck:
+            return "compensation was already requested; it starts when the step in flight answers"
+        return None
+    if action == SagaAction.RETRY_COMPENSATION:
+        if state != SagaState.FAILED:
+            return f"the saga is {state}; only a saga whose compensation failed can retry it"
+        return None
+    if action == SagaAction.MARK_STEP_DONE:
+        if state not in (SagaState.RUNNING, SagaState.COMPENSATING, SagaState.FAILED) or not saga.current_step:
+            return f"the saga is {state}; it has no step waiting to be done"
+        return None
+    raise ValueError(f"unknown saga action {action!r}")
+
+
+def saga_actions_available(*, saga: SagaInstance) -> list[str]:
+    """The actions valid in the saga's state, in the order the console shows them."""
+    definition = definition_for(saga.definition_name, saga.definition_version)
+    return [
+        action for action in SagaAction if saga_action_refusal(saga=saga, action=action, definition=definition) is None
+    ]
+
+
+ACTION_LABELS: dict[str, str] = {
+    SagaAction.RETRY_STEP: "Retry the current step",
+    SagaAction.COMPENSATE: "Compensate",
+    SagaAction.RETRY_COMPENSATION: "Retry the failed compensation",
+    SagaAction.MARK_STEP_DONE: "Mark the step done by hand",
+}
+
+
+def saga_action_preview(*, saga: SagaInstance, action: str) -> str:
+    """What the action will do to this saga, in words, for the confirmation page."""
+    definition = definition_for(saga.definition_name, saga.definition_version)
+    step, phase = saga.current_step, saga.phase
+    if action in (SagaAction.RETRY_STEP, SagaAction.RETRY_COMPENSATION):
+        if action == SagaAction.RETRY_COMPENSATION:
+            phase = Phase.COMPENSATION
+        return (
+            f"Sends attempt {saga.attempt + 1} of {step} ({phase}) now, with the same idempotency key"
+            f" {saga.step_key(step, phase)}, so an effect that already happened is not repeated. The step's deadline"
+            " starts again; if this attempt fails too, the saga is flagged for an operator again."
+            + (" The saga goes back to compensating." if action == SagaAction.RETRY_COMPENSATION else "")
+        )
+    if action == SagaAction.COMPENSATE:
+        if not saga.stuck:
+            return (
+                f"{step} attempt {saga.attempt} is in flight, so the saga is asked to cancel: it stops going forward"
+                " and compensates what completed as soon as that attempt answers (compensating now could race it)."
+            )
+        done = [*saga.completed_steps, *([] if step in saga.completed_steps else [step])]
+        chain = [name for name in reversed(done) if definition.step(name).compensation is not None]
+        return (
+            f"Stops forward progress now. {step} never answered, so it is treated as possibly done and compensated"
+            " too (its compensation copes with nothing to undo)."
+            f" Compensations, in order: {', '.join(chain) or 'none'}."
+        )
+    if action == SagaAction.MARK_STEP_DONE:
+        if phase == Phase.FORWARD:
+            index = definition.index(step) + 1
+            following = definition.steps[index].name if index < len(definition.steps) else None
+            then = f"sends {following} next" if following else "completes the saga"
+        else:
+            then = "sends the next compensation, or ends the saga compensated"
+        in_flight = ""
+        if saga.state != SagaState.FAILED and not saga.stuck:
+            in_flight = (
+                f" Attempt {saga.attempt} is still in flight: if it takes effect too, the step is done twice"
+                " unless your manual action used the same idempotency key."
+            )
+        return (
+            f"Records {step} ({phase}) as done outside the system, with your evidence, and continues as if it had"
+            f" succeeded: the saga {then}. Only do this when the effect really happened (e.g. refunded in the"
+            " provider's console)." + in_flight
+        )
+    raise ValueError(f"unknown saga action {action!r}")
+
+
+# ---------------------------------------------------------------------------
+# The services.
+# ---------------------------------------------------------------------------
+
+
+def saga_retry_step(
+    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+) -> SagaInstance:
+    """Send a new attempt of the current step (or compensation) now, with the same idempotency
+    key, so a step that already took effect is not done twice. Clears the stuck flag and
+    restarts the step's deadline; if this attempt fails too, the engine flags it again."""
+    return _operate(
+        action=SagaAction.RETRY_STEP,
+        saga_id=saga_id,
+        actor=actor,
+        reason=reason,
+        expected_position=expected_position,
+        perform=_retry_step,
+    )
+
+
+def saga_compensate(
+    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+) -> SagaInstance:
+    """Stop forward progress and run the compensation chain.
+
+    A stuck saga (nothing in flight any more) compensates at once, and its current step is
+    treated as possibly done: it is compensated too. Its compensation copes with nothing to
+    undo and leaves a tombstone, so a forward command delivered late cannot take effect.
+
+    A saga whose step is still in flight is not raced: it is asked to cancel, exactly as a
+    customer's cancellation, and compensates when that step answers. Compensating before the
+    answer could let the refund look for a charge the gateway is making at that very moment.
+    """
+    return _operate(
+        action=SagaAction.COMPENSATE,
+        saga_id=saga_id,
+        actor=actor,
+        reason=reason,
+        expected_position=expected_position,
+        perform=_compensate,
+    )
+
+
+def saga_retry_compensation(
+    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+) -> SagaInstance:
+    """Run a failed compensation again: the saga goes back to compensating and sends a new
+    attempt of the compensation it failed on, with the same idempotency key."""
+    return _operate(
+        action=SagaAction.RETRY_COMPENSATION,
+        saga_id=saga_id,
+        actor=actor,
+        reason=reason,
+        expected_position=expected_position,
+        perform=_retry_compensation,
+    )
+
+
+def saga_mark_step_done(
+    *, saga_id: object, actor: Actor, reason: str, evidence: str, expected_position: str | None = None
+) -> SagaInstance:
+    """Record that the operator did the current step (or compensation) outside the system,
+    e.g. refunded in the provider's console, and continue as on a success reply: the next
+    step, the next compensation, or the end of the saga."""
+    return _operate(
+        action=SagaAction.MARK_STEP_DONE,
+        saga_id=saga_id,
+        actor=actor,
+        reason=reason,
+        expected_position=expected_position,
+        perform=_mark_step_done,
+        evidence=evidence.strip(),
+    )
+
+
+def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason: str) -> OutboxMessage:
+    """Replay a dead letter (same message id; consumers absorb it if it was in fact handled)
+    and audit it. The audit row names the saga when the message belongs to one."""
+    target = f"deadletter:{dead_letter_id}"
+    dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
+    saga_id = _saga_of(dead_letter.correlation_id)
+    reason = reason.strip()
+    refusal = "a reason is required" if not reason else None
+    message = None
+    if refusal is None:
+        try:
+            # The replay and its audit row commit together.
+            with transaction.atomic():
+                message = dead_letter_replay(dead_letter=dead_letter)
+                audit_record(
+                    actor=actor,
+                    action=REPLAY_DEAD_LETTER,
+                    saga_id=saga_id,
+                    target=target,
+                    reason=reason,
+                    outcome=(
+                        f"replayed {dead_letter.type or 'message'} {message.message_id} to {dead_letter.consumer}"
+                        f" (replay #{dead_letter.replay_count})"
+                    ),
+                )
+        except ReplayRefused as exc:
+            refusal = str(exc)
+    if refusal is not None:
+        audit_record(
+            actor=actor,
+            action=REPLAY_DEAD_LETTER,
+            saga_id=saga_id,
+            target=target,
+            reason=reason,
+            outcome=f"refused: {refusal}",
+        )
+        raise SagaActionRefused(refusal)
+    assert message is not None
+    return message
+
+
+# ---------------------------------------------------------------------------
+# The transitions. Each runs with the saga row locked and returns the audit outcome.
+# ---------------------------------------------------------------------------
+
+Perform = Callable[..., str]
+
+
+def _operate(
+    *,
+    action: SagaAction,
+    saga_id: object,
+    actor: Actor,
+    reason: str,
+    expected_position: str | None,
+    perform: Perform,
+    evidence: str = "",
+) -> SagaInstance:
+    reason = reason.strip()
+    actor_name = _actor_name(actor)
+    refusal: str | None = None
+    token = bind_context(saga_id=str(saga_id), operator=actor_name, operator_action=str(action))
+    try:
+        with transaction.atomic():
+            saga = lock_saga(saga_id)
+            definition = definition_for(saga.definition_name, saga.definition_version)
+            refusal = _refusal(
+                saga, definition, action, reason=reason, evidence=evidence, expected_position=expected_position
+            )
+            if refusal is None:
+                before = f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
+                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
+                saga.updated_at = timezone.now()
+                saga.save()
+                SagaEvent.objects.create(
+                    saga=saga,
+                    kind=f"operator_{action}",
+                    detail=f"{actor_name} ({before}): {reason}" + (f" — evidence: {evidence}" if evidence else ""),
+                )
+                audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=outcome)
+                logger.info("operator action", extra={"outcome": outcome})
+            else:
+                audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=f"refused: {refusal}")
+                logger.info("operator action refused", extra={"refusal": refusal})
+    finally:
+        reset_context(token)
+    if refusal is not None:
+        raise SagaActionRefused(refusal)
+    return saga
+
+
+def _refusal(
+    saga: SagaInstance,
+    definition: SagaDefinition,
+    action: str,
+    *,
+    reason: str,
+    evidence: str,
+    expected_position: str | None,
+) -> str | None:
+    if not reason:
+        return "a reason is required"
+    if action == SagaAction.MARK_STEP_DONE and not evidence:
+        return "evidence is required: say what was done by hand and where it can be checked"
+    if expected_position is not None and expected_position != saga_position(saga):
+        # The operator decided on a page that no longer shows the truth; acting now could
+        # e.g. mark done a step nobody looked at.
+        return (
+            f"the saga moved on since the page was loaded: it is now {saga.state} at "
+            f"{saga.current_step or '-'} ({saga.phase}); reload the page and decide again"
+        )
+    return saga_action_refusal(saga=saga, action=action, definition=definition)
+
+
+def saga_position(saga: SagaInstance) -> str:
+    """What an action form carries to detect that the saga moved on: its step and phase."""
+    return f"{saga.current_step}/{saga.phase}"
+
+
+def _clear_stuck(saga: SagaInstance) -> None:
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+
+
+def _retry_step(saga: SagaInstance, definition: SagaDefinition, **_: str) -> str:
+    _clear_stuck(saga)
+    _send(saga, definition, new_step=True)
+    return f"sent {saga.current_step} ({saga.phase}) attempt {saga.attempt} with key {saga.step_key(saga.current_step)}"
+
+
+def _compensate(saga: SagaInstance, definition: SagaDefinition, **_: str) -> str:
+    in_flight = not saga.stuck
+    if in_flight:
+        saga.cancel_requested = True
+        saga.failure_reason = saga.failure_reason or OPERATOR_CANCEL_REASON
+        return f"cancel requested: the saga compensates when {saga.current_step} attempt {saga.attempt} answers"
+    current = saga.current_step
+    # Nothing answered and nothing will: the step may or may not have taken effect, so it is
+    # compensated with the others (its compensation copes with nothing to undo).
+    SagaStep.objects.filter(saga=saga, phase=Phase.FORWARD, outcome=Outcome.PENDING).update(outcome=Outcome.SUPERSEDED)
+    if current not in saga.completed_steps:
+        saga.completed_steps = [*saga.completed_steps, current]
+    _begin_compensation(saga, definition, reason=OPERATOR_CANCEL_REASON)
+    if saga.state == SagaState.COMPENSATED:
+        return "compensated: nothing to undo"
+    return f"compensating from {current}: sent {saga.current_step} compensation attempt {saga.attempt}"
+
+
+def _retry_compensation(saga: SagaInstance, definition: SagaDefinition, **_: str) -> str:
+    saga.state = SagaState.COMPENSATING
+    saga.finished_at = None
+    _clear_stuck(saga)
+    _send(saga, definition, new_step=True)
+    return f"compensating again: sent {saga.current_step} compensation attempt {saga.attempt}"
+
+
+def _mark_step_done(
+    saga: SagaInstance, definition: SagaDefinition, *, actor_name: str, reason: str, evidence: str
+) -> str:
+    step = definition.step(saga.current_step)
+    phase = saga.phase
+    done = f"{step.name} ({phase})"
+    manual_reply = {"outcome": Outcome.MANUAL, "by": actor_name, "reason": reason, "evidence": evidence}
+    row = SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, attempt=saga.attempt).first()
+    now = timezone.now()
+    if row is not None and row.outcome == Outcome.PENDING:
+        # The attempt in flight is the one resolved; its late reply, if any, is ignored.
+        row.outcome, row.reply, row.replied_at = Outcome.MANUAL, manual_reply, now
+        row.save(update_fields=["outcome", "reply", "replied_at"])
+    else:
+        # The last attempt already failed (the saga is stuck or failed): the resolution is an
+        # attempt of its own, without a command.
+        saga.attempt += 1
+        SagaStep.objects.create(
+            saga=saga,
+            step=step.name,
+            phase=phase,
+            attempt=saga.attempt,
+            idempotency_key=saga.step_key(step.name, phase),
+            outcome=Outcome.MANUAL,
+            reply=manual_reply,
+            replied_at=now,
+        )
+    if saga.state == SagaState.FAILED:
+        saga.state = SagaState.COMPENSATING
+        saga.finished_at = None
+    _clear_stuck(saga)
+    reply = SagaReply(saga_id=str(saga.id), step=step.name, phase=phase, attempt=saga.attempt, outcome=Outcome.SUCCESS)
+    _on_success(saga, definition, step, reply)
+    if saga.is_terminal:
+        return f"{done} done by hand; the saga is {saga.state}"
+    return f"{done} done by hand; next: {saga.current_step} ({saga.phase}) attempt {saga.attempt}"
+
+
+def _actor_name(actor: Actor) -> str:
+    return actor.get_username() if actor is not None and getattr(actor, "is_authenticated", False) else "system"
+
+
+def _saga_of(correlation_id: str) -> uuid.UUID | None:
+    try:
+        saga_id = uuid.UUID(str(correlation_id))
+    except ValueError:
+        return None
+    return saga_id if SagaInstance.objects.filter(pk=saga_id).exists() else None
