@@ -624,8 +624,11 @@ def command_test(
     )
     say(f"database: {services.database_note} (pytest-django uses test_{DATABASE_NAME})")
     say(f"redis: {services.redis_note}, database {TEST_REDIS_DB}")
-    # No settings module forced: pyproject.toml names config.settings.test for pytest-django.
     env = child_environment(services, settings_module=None)
+    # Always the test settings: importing this package (config.celery) has already defaulted
+    # DJANGO_SETTINGS_MODULE to the dev settings in this process, and pytest-django would take
+    # that over pyproject.toml's setting.
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     code, _ = signals.run([sys.executable, "-m", "pytest", *pytest_args], env=env)
     # pytest's own exit code, 5 (no tests collected) included: the caller decides what it means.
     return code
