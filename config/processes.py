@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from config.celery import app as celery_app
 
@@ -59,8 +60,14 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.tail()
-            if celery_app.control.ping(destination=[self.name], timeout=0.5):
-                return
+            try:
+                # A connection of its own, not the pool's: after a broker restart a pooled one
+                # is stale.
+                with celery_app.connection_for_write() as connection:
+                    if celery_app.control.ping(destination=[self.name], timeout=0.5, connection=connection):
+                        return
+            except (OSError, RedisError):
+                time.sleep(0.2)
         raise AssertionError(f"the worker did not answer within {timeout} s\n{self.tail()}")
 
     @property

@@ -51,7 +51,7 @@ class ChaosPlan:
     cancel: float = 0.05
     client_retry: float = 0.1
     kill_every: tuple[float, float] = (1.0, 2.0)
-    worker_restart_every: float = 10.0
+    worker_restart_every: float = 5.0
     redis_restarts: int = 1
     pg_terminate_every: float = 3.0
     quiesce_timeout: float = 240.0
@@ -197,12 +197,20 @@ class ChaosSystem:
 
 
 class StorefrontClient:
-    """One storefront client: its own token and keep-alive HTTP connection."""
+    """One storefront client: its token, and a keep-alive HTTP connection per thread."""
 
     def __init__(self, port: int, token: str) -> None:
         self.port = port
         self.token = token
-        self.conn: http.client.HTTPConnection | None = None
+        self._local = threading.local()
+
+    @property
+    def conn(self) -> http.client.HTTPConnection | None:
+        return getattr(self._local, "conn", None)
+
+    @conn.setter
+    def conn(self, value: http.client.HTTPConnection | None) -> None:
+        self._local.conn = value
 
     def request(self, method: str, path: str, body: dict | None = None, key: str | None = None) -> tuple[int, bytes]:
         headers = {"Authorization": f"Token {self.token}", "Content-Type": "application/json"}
