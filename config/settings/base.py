@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, no CDN
     "django_celery_beat",
+    "config",  # tracing set-up (config.apps), /metrics
     "outbox",
     "sagas",
     "orders",
@@ -151,11 +152,12 @@ OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "0.5"))
 OUTBOX_RETRY_MAX_SECONDS = float(env_str("OUTBOX_RETRY_MAX_SECONDS", "30"))
 OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7)
 OUTBOX_NUDGE_DEBOUNCE_MS = env_int("OUTBOX_NUDGE_DEBOUNCE_MS", 1000)
-# Consumers every worker process runs, whose messages a worker hands to the handler itself
-# right after the commit that wrote them (still through the inbox): saga replies, so the
-# orchestrator's next command leaves without a broker round trip. Empty it when the
-# orchestrator runs on workers of its own.
-OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas")
+# Consumers every process runs, whose messages (for handlers without an outside call) are
+# handed to the handler in the process that committed them, right after the commit, still
+# through the outbox row and the inbox: saga replies, stock reservations and order
+# confirmations then cost no broker round trip. Remove a consumer from the list when it runs
+# on workers of its own.
+OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas,inventory,orders")
 
 LOGGING = {
     "version": 1,
