@@ -2,12 +2,14 @@
 
 Rates live in a Redis hash so that the chaos harness can turn faults on and off in running
 workers, effective at the next call (one small Redis read per provider call or relay batch).
-Production never sets them: an absent hash means no faults.
+Only read when settings.FAULT_INJECTION is on (tests, the chaos harness); production never
+reads them.
 """
 
 import random
 import time
 
+from django.conf import settings
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
@@ -26,6 +28,10 @@ KNOWN_FAULTS = {
 
 
 def fault_rates() -> dict[str, float]:
+    """The injected fault rates; always none unless settings.FAULT_INJECTION is on, so that a
+    production process never spends a Redis round trip on them."""
+    if not settings.FAULT_INJECTION:
+        return {}
     try:
         raw = get_redis().hgetall(FAULTS_KEY)
         return {key.decode(): float(value) for key, value in raw.items()}

@@ -122,17 +122,20 @@ def deliver_committed_locally(ids: list[int]) -> set[int]:
 
     delivered: set[int] = set()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_DISPATCH_SQL, [RELAY_LOCK_KEY, ids])
-        for row in cursor.fetchall():
-            envelope = _envelope(row)
+        cursor.execute(_DISPATCH_AND_MARK_SQL, [RELAY_LOCK_KEY, ids])
+        retry_later = []
+        for row in sorted(cursor.fetchall()):
             try:
-                outcome = deliver(envelope)
+                deliver(_envelope(row))  # handled, a duplicate, or a dead letter: done either way
             except RetryLater:
+                retry_later.append(row[0])
                 continue
-            if outcome != "dead_letter":
-                delivered.add(row[0])
-        if delivered:
-            _mark_published(cursor, sorted(delivered))
+            delivered.add(row[0])
+        if retry_later:  # back to the relay's queue: the broker path retries with backoff
+            cursor.execute(
+                "UPDATE outbox_outboxmessage SET published_at = NULL, attempts = attempts - 1 WHERE id = ANY(%s)",
+                [retry_later],
+            )
     logger.debug("delivered locally", extra={"delivered": len(delivered), "asked": len(ids)})
     return delivered
 

@@ -146,6 +146,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # ---------------------------------------------------------------------------
 # Messaging and sagas.
 # ---------------------------------------------------------------------------
+# Fault injection (config/faults.py) for tests and the chaos harness; never in production.
+FAULT_INJECTION = env_bool("FAULT_INJECTION", False)
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 6)
 OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "0.5"))
@@ -238,6 +240,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env_int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS", 30)
 IDEMPOTENCY_PURGE_BATCH_SIZE = env_int("IDEMPOTENCY_PURGE_BATCH_SIZE", 1000)
+
+# /metrics: open to loopback and these networks (CIDR, comma-separated), or to a request
+# carrying "Authorization: Bearer <METRICS_TOKEN>" (see config.metrics_endpoint).
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 SAGA_STEP_DEADLINE_SECONDS = env_int("SAGA_STEP_DEADLINE_SECONDS", 300)
 SAGA_RESEND_AFTER_SECONDS = env_int("SAGA_RESEND_AFTER_SECONDS", 60)

@@ -13,6 +13,7 @@ SECRET_KEY = env_str("SECRET_KEY", "test-only-insecure-key")
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+FAULT_INJECTION = True
 OUTBOX_RETRY_BASE_SECONDS = 0.05
 OUTBOX_RETRY_MAX_SECONDS = 0.5
 

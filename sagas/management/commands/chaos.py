@@ -86,6 +86,7 @@ class Command(BaseCommand):
                 argv += [flag, str(value)]
         env = {
             "CHAOS_REDIS_PORT": str(port),
+            "FAULT_INJECTION": "true",
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "SECRET_KEY": new_secret(),
             "SECURE_SSL_REDIRECT": "false",
