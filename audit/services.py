@@ -45,6 +45,7 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.checks import CHECKS, STEP_KEY_PATTERN, TABLES, Finding, Scope, fetch
 from audit.models import AuditRun, Violation
+from config import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -358,6 +359,7 @@ def _log(report: AuditReport, opened: list[Finding]) -> None:
     # New violations one line each; those still open one line per run, so that a violation
     # nobody repairs does not write a line every 30 seconds for ever.
     for finding in opened:
+        metrics.audit_violation_opened(kind=finding.kind)
         logger.error(
             "consistency violation",
             extra={"kind": finding.kind, "key": finding.key, "detail": finding.detail, "objects": finding.involved},

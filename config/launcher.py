@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -559,12 +560,24 @@ def command_run(options: argparse.Namespace, stack: contextlib.ExitStack, signal
     seed_output = manage("seed_demo", "--credentials-file", str(credentials_file), capture=True)
     print(banner(options.port, seed_output, credentials_file, services), flush=True)
 
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(data_dir))
     code, _ = signals.run(honcho_command(options.port), env=env)
     if signals.received is not None:
         say("web, worker and beat stopped")
         return 128 + signals.received
     say(f"honcho ended on its own (exit code {code}): a process of the Procfile stopped")
     return code or 1
+
+
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """Where web, worker and beat keep their Prometheus counters (multiprocess mode), so that
+    /metrics adds up every process. Emptied at each start: files of a previous run would be
+    added to this one's counters."""
+    path = data_dir / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def honcho_command(port: int) -> list[str]:

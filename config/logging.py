@@ -2,7 +2,8 @@
 
 The ids (request id, task id, message id, correlation and causation ids) live in a context
 variable, so every log line written while serving a request or handling a message carries
-them without each call site having to pass them along.
+them without each call site having to pass them along. The trace and span ids of the current
+OpenTelemetry span (config.tracing) are added too, so a log line leads to its trace and back.
 """
 
 import contextvars
@@ -10,6 +11,8 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+from config.tracing import current_ids
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})  # noqa: B039 - never mutated, only replaced
 
@@ -39,6 +42,9 @@ class ContextFilter(logging.Filter):
         for key, value in _context.get().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
+        ids = current_ids()
+        if ids is not None and not hasattr(record, "trace_id"):
+            record.trace_id, record.span_id = ids
         return True
 
 

@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from config import metrics
 from config.logging import bind_context, reset_context
 
 logger = logging.getLogger("backoffice.request")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+API_PREFIX = "/api/v1/"
 
 
 class RequestContextMiddleware:
@@ -27,6 +29,10 @@ class RequestContextMiddleware:
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
+            if request.path.startswith(API_PREFIX):
+                match = getattr(request, "resolver_match", None)
+                route = match.route if match is not None else "(unmatched)"
+                metrics.api_request(method=request.method or "", route=route, status=response.status_code)
             logger.info(
                 "request",
                 extra={

@@ -28,6 +28,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
+from config import metrics
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused
 from orders.locks import lock_idempotency_key
 from orders.models import IdempotencyKey, Order
@@ -87,13 +88,21 @@ def idempotent_response(
     request with this key is still being processed).
     """
     fingerprint = request_fingerprint(method=method, path=path, payload=payload)
-    for _ in range(MAX_CLAIM_ROUNDS):
-        outcome = _claim_or_replay(client=client, key=key, fingerprint=fingerprint, method=method, path=path)
-        if isinstance(outcome, StoredResponse):
-            return outcome
-        if isinstance(outcome, Claim):
-            return _run_claimed(claim=outcome, produce=produce)
-    raise IdempotencyKeyInUse("a request with this Idempotency-Key is being processed; retry later")
+    try:
+        for _ in range(MAX_CLAIM_ROUNDS):
+            outcome = _claim_or_replay(client=client, key=key, fingerprint=fingerprint, method=method, path=path)
+            if isinstance(outcome, StoredResponse):
+                metrics.idempotency_outcome("replayed")
+                return outcome
+            if isinstance(outcome, Claim):
+                return _run_claimed(claim=outcome, produce=produce)
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is being processed; retry later")
+    except IdempotencyKeyInUse:
+        metrics.idempotency_outcome("in_use")
+        raise
+    except IdempotencyKeyReused:
+        metrics.idempotency_outcome("reused")
+        raise
 
 
 def _claim_or_replay(

@@ -7,7 +7,9 @@ before the commit is the one window in which the customer could get it twice.
 
 from django.conf import settings
 from django.core.mail import send_mail
+from opentelemetry.trace import SpanKind
 
+from config import tracing
 from orders.models import Notification, Order
 
 SUBJECTS = {
@@ -23,11 +25,12 @@ def notification_send(*, order: Order, kind: str, body: str) -> Notification:
         defaults={"recipient": order.customer_email, "subject": SUBJECTS[kind].format(id=order.pk)},
     )
     if created:
-        send_mail(
-            notification.subject,
-            body,
-            settings.DEFAULT_FROM_EMAIL,
-            [order.customer_email],
-            fail_silently=False,
-        )
+        with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
+            send_mail(
+                notification.subject,
+                body,
+                settings.DEFAULT_FROM_EMAIL,
+                [order.customer_email],
+                fail_silently=False,
+            )
     return notification

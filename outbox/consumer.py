@@ -9,12 +9,15 @@ import logging
 import random
 import traceback as tb
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from opentelemetry.trace import Span, SpanKind
 
+from config import metrics, tracing
 from config.logging import bind_context, reset_context
 from config.redis import get_redis
 from outbox.exceptions import PoisonMessage
@@ -93,6 +96,7 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
         registration = registration_for(message.destination, message.type)
     except PoisonMessage as exc:
         _dead_letter_poison(raw, queue=queue, reason=str(exc))
+        metrics.message_delivered(consumer=queue or "unknown", type="(poison)", outcome="dead_letter")
         return "dead_letter"
 
     log_token = bind_context(
@@ -104,11 +108,42 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
         attempt=attempt,
     )
     message_token = set_current_message(message)
+    outcome = "retry"  # unless _deliver returns: RetryLater, or the worker is going away
     try:
-        return _deliver(message, registration, attempt)
+        with _consumer_span(message, registration, attempt) as span:
+            outcome = _deliver(message, registration, attempt)
+            span.set_attribute("backoffice.outcome", outcome)
+        return outcome
     finally:
+        metrics.message_delivered(consumer=registration.consumer, type=message.type, outcome=outcome)
         reset_current_message(message_token)
         reset_context(log_token)
+
+
+def _consumer_span(message: Message, registration: Registration, attempt: int) -> AbstractContextManager[Span]:
+    """The handler's span, a child of the span that published the message (its traceparent),
+    whichever process or path delivered it: the trace follows the message, not the task."""
+    headers, payload = message.headers, message.payload
+    return tracing.span(
+        f"handle {message.type}",
+        kind=SpanKind.CONSUMER,
+        traceparent=message.traceparent,
+        attributes={
+            "messaging.system": "outbox",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": registration.consumer,
+            "messaging.message.id": message.message_id,
+            "messaging.message.conversation_id": message.correlation_id,
+            "backoffice.causation_id": message.causation_id,
+            "backoffice.delivery_attempt": attempt,
+            # Commands carry the saga's ids in their headers, replies in their payload.
+            "backoffice.saga_id": headers.get("saga_id") or payload.get("saga_id"),
+            "backoffice.step": headers.get("step") or payload.get("step"),
+            "backoffice.phase": headers.get("phase") or payload.get("phase"),
+            "backoffice.attempt": headers.get("attempt") or payload.get("attempt"),
+            "backoffice.order_id": payload.get("order_id"),
+        },
+    )
 
 
 DUPLICATES_KEY = "stats:duplicates-absorbed"

@@ -11,6 +11,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
+from config.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import as_payload, current_message
 from outbox.models import OutboxMessage
@@ -37,7 +38,9 @@ def publish(
     """Write a message that is delivered if, and only if, the caller's transaction commits.
 
     Inside a message handler the new message inherits the handled message's correlation id
-    and trace, and names it as its cause, unless the caller says otherwise.
+    and names it as its cause, unless the caller says otherwise. Its traceparent is the
+    current span's (the API request's, the handler's), so that its consumer's span becomes a
+    child of the span that published it; without a current span, the handled message's.
     """
     if not transaction.get_connection().in_atomic_block:
         raise OutsideTransaction(
@@ -45,6 +48,7 @@ def publish(
             "or rolls back together with the change that causes it"
         )
     cause = current_message()
+    traceparent = traceparent or current_traceparent()
     if cause is not None:
         correlation_id = correlation_id or cause.correlation_id
         causation_id = causation_id or cause.message_id

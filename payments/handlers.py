@@ -8,6 +8,9 @@ again with the same key and getting the same charge.
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from config import tracing
 from outbox.messages import Message
 from payments.gateway import GatewayResponse, get_gateway
 from payments.models import Payment
@@ -37,9 +40,11 @@ def charge_call(message: Message) -> GatewayResponse | None:
     key = command_meta(message).idempotency_key
     if Payment.objects.filter(idempotency_key=key).exists():
         return None  # already recorded (or voided): no need to ask the gateway again
-    return get_gateway().charge(
-        idempotency_key=provider_key(key), amount=command.amount, currency=command.currency, token=command.token
-    )
+    gateway_key = provider_key(key)
+    with tracing.span("gateway charge", kind=SpanKind.CLIENT, attributes={"backoffice.provider_key": gateway_key}):
+        return get_gateway().charge(
+            idempotency_key=gateway_key, amount=command.amount, currency=command.currency, token=command.token
+        )
 
 
 def charge(message: Message, response: GatewayResponse | None) -> dict[str, Any]:
@@ -61,15 +66,17 @@ class RefundCall:
 def refund_call(message: Message) -> RefundCall:
     command = message.parse(RefundPayment)
     gateway = get_gateway()
-    charged = gateway.retrieve_charge(idempotency_key=provider_key(command.charge_key))
-    if charged is None or not charged.is_success:
-        return RefundCall(charge=charged, refund=None)
-    refund = gateway.refund(
-        idempotency_key=provider_key(command_meta(message).idempotency_key),
-        charge_transaction_id=charged.transaction_id,
-        amount=charged.amount,
-        currency=charged.currency,
-    )
+    key = provider_key(command_meta(message).idempotency_key)
+    with tracing.span("gateway refund", kind=SpanKind.CLIENT, attributes={"backoffice.provider_key": key}):
+        charged = gateway.retrieve_charge(idempotency_key=provider_key(command.charge_key))
+        if charged is None or not charged.is_success:
+            return RefundCall(charge=charged, refund=None)
+        refund = gateway.refund(
+            idempotency_key=key,
+            charge_transaction_id=charged.transaction_id,
+            amount=charged.amount,
+            currency=charged.currency,
+        )
     return RefundCall(charge=charged, refund=refund)
 
 

@@ -289,6 +289,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "can_replay": request.user.has_perm(REPLAY_PERMISSION),
             "has_any_action_permission": any(request.user.has_perm(p) for p in ACTION_PERMISSIONS.values()),
             "now": timezone.now(),
+            "causality": selectors.message_tree_rows(correlation_id=str(saga.pk)),
         }
         return TemplateResponse(request, "admin/sagas/saga_page.html", context)
 

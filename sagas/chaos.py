@@ -392,8 +392,13 @@ class ChaosRun:
         from sagas.models import SagaInstance, SagaState
 
         faults_clear()
-        if not self.system.ensure_worker(wait=True):
-            self.system.worker.wait_ready()
+        for _ in range(5):  # a worker whose pool was being killed as it started may give up
+            self.system.ensure_worker()
+            try:
+                self.system.worker.wait_ready()
+                break
+            except AssertionError:
+                continue
 
         def settled() -> bool:
             try:

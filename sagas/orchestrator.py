@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config import metrics
 from config.logging import bind_context, reset_context
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import Message
@@ -24,6 +25,7 @@ from sagas.definition import SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
 from sagas.messages import ORCHESTRATOR, SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
+from sagas.tracing import traced_step
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def saga_start(
     )
     _send(saga, definition, new_step=True)
     saga.save()
+    metrics.saga_started(definition=definition.name)
     return saga
 
 
@@ -108,6 +111,7 @@ def _apply(reply: SagaReply, message: Message) -> None:
         logger.info("stale or duplicate reply ignored")
         return
 
+    metrics.saga_step_done(step=reply.step, phase=reply.phase, outcome=reply.outcome, started_at=saga.step_started_at)
     step = definition.step(reply.step)
     if reply.outcome == Outcome.SUCCESS:
         _on_success(saga, definition, step, reply)
@@ -169,6 +173,7 @@ def _finish(saga: SagaInstance, state: str) -> None:
     saga.step_deadline = None
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     logger.info("saga finished", extra={"state": state})
+    metrics.saga_finished(definition=saga.definition_name, state=state)
 
 
 def _retry_or_escalate(
@@ -195,6 +200,7 @@ def _retry_or_escalate(
         )
         saga.finished_at = now
         logger.error("saga compensation failed", extra={"reason": saga.failure_reason})
+        metrics.saga_finished(definition=saga.definition_name, state=SagaState.FAILED)
         return
     _flag_stuck(saga, f"{step.name} failed after {saga.attempt} attempts: {error}")
 
@@ -205,8 +211,10 @@ def _flag_stuck(saga: SagaInstance, reason: str) -> None:
     saga.stuck_since = timezone.now()
     SagaEvent.objects.create(saga=saga, kind="stuck", detail=reason)
     logger.error("saga stuck", extra={"reason": reason})
+    metrics.saga_stuck(step=saga.current_step)
 
 
+@traced_step
 def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None) -> None:
     """Publish the command of the current step (or its compensation) as a new attempt."""
     step = definition.step(saga.current_step)

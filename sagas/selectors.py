@@ -471,3 +471,57 @@ def saga_id_or_none(value: str) -> uuid.UUID | None:
         return uuid.UUID(str(value).strip())
     except ValueError:
         return None
+
+
+def saga_stuck_counts() -> dict[str, int]:
+    """Sagas flagged stuck now, by the step they are stuck at (served by the partial index)."""
+    rows = SagaInstance.objects.filter(stuck=True).values("current_step").annotate(n=Count("id")).order_by()
+    return {row["current_step"] or "-": row["n"] for row in rows}
+
+
+@dataclass
+class MessageNode:
+    """One message of a saga and the messages it caused (their causation id is its id)."""
+
+    message: OutboxMessage
+    children: list["MessageNode"] = field(default_factory=list)
+    depth: int = 0
+
+
+def message_tree(*, correlation_id: str) -> list[MessageNode]:
+    """The saga's messages as a causality forest, in depth-first order of who caused whom.
+
+    Roots are messages caused by no message of this saga: the first command (caused by the
+    API request) and commands sent by the sweeper or an operator. A message whose cause was
+    purged by retention also becomes a root rather than disappearing.
+    """
+    from outbox.selectors import messages_of_correlation
+
+    messages = messages_of_correlation(correlation_id)
+    nodes = {str(message.message_id): MessageNode(message) for message in messages}
+    roots: list[MessageNode] = []
+    for message in messages:  # in id order: children keep the order they were written in
+        node = nodes[str(message.message_id)]
+        parent = nodes.get(message.causation_id) if message.causation_id else None
+        (parent.children if parent is not None and parent is not node else roots).append(node)
+    _set_depths(roots, 0)
+    return roots
+
+
+def _set_depths(nodes: list[MessageNode], depth: int) -> None:
+    stack = [(node, depth) for node in reversed(nodes)]
+    while stack:  # iterative: a long retry chain must not hit the recursion limit
+        node, level = stack.pop()
+        node.depth = level
+        stack.extend((child, level + 1) for child in reversed(node.children))
+
+
+def message_tree_rows(*, correlation_id: str) -> list[MessageNode]:
+    """:func:`message_tree` flattened depth first, for a table indented by depth."""
+    rows: list[MessageNode] = []
+    stack = list(reversed(message_tree(correlation_id=correlation_id)))
+    while stack:
+        node = stack.pop()
+        rows.append(node)
+        stack.extend(reversed(node.children))
+    return rows

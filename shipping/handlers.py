@@ -3,6 +3,9 @@
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from config import tracing
 from outbox.messages import Message
 from sagas.messages import command_meta
 from sagas.participant import saga_participant
@@ -30,7 +33,10 @@ def create_call(message: Message) -> CarrierResponse | None:
     key = command_meta(message).idempotency_key
     if Shipment.objects.filter(idempotency_key=key).exists():
         return None
-    return get_carrier().create_shipment(idempotency_key=carrier_key(key), address=command.address)
+    shipment_key = carrier_key(key)
+    attributes = {"backoffice.carrier_key": shipment_key}
+    with tracing.span("carrier create_shipment", kind=SpanKind.CLIENT, attributes=attributes):
+        return get_carrier().create_shipment(idempotency_key=shipment_key, address=command.address)
 
 
 def create(message: Message, response: CarrierResponse | None) -> dict[str, Any]:
@@ -44,7 +50,9 @@ def create(message: Message, response: CarrierResponse | None) -> dict[str, Any]
 
 def cancel_call(message: Message) -> bool:
     command = message.parse(CancelShipment)
-    return get_carrier().cancel_shipment(idempotency_key=carrier_key(command.shipment_key))
+    key = carrier_key(command.shipment_key)
+    with tracing.span("carrier cancel_shipment", kind=SpanKind.CLIENT, attributes={"backoffice.carrier_key": key}):
+        return get_carrier().cancel_shipment(idempotency_key=key)
 
 
 def cancel(message: Message, _: bool) -> dict[str, Any]:

@@ -14,8 +14,8 @@ if not SECRET_KEY or len(SECRET_KEY) < 50:
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-# /healthz is probed over plain HTTP by the load balancer.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# /healthz is probed over plain HTTP by the load balancer, /metrics scraped by Prometheus.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

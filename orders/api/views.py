@@ -13,6 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import tracing
+from config.logging import bind_context
 from inventory.selectors import product_list
 from orders.api.pagination import OrderPagination, ProductPagination, paginated_response
 from orders.api.schema import (
@@ -184,6 +186,10 @@ class OrderListCreateApi(APIView):
                 # The saga remembers the key that started it: the lineage of an order starts here.
                 idempotency_key=f"api:{client.pk}:{key}",
             )
+            # The rest of this request's log lines, and its span, name the order and its saga:
+            # from the access log line to the saga's messages, and from an order id to its trace.
+            bind_context(correlation_id=str(order.saga_id), order_id=order.pk)
+            tracing.annotate_current_span(order_id=order.pk, saga_id=order.saga_id)
             body = JSONRenderer().render(render_order(order, just_placed=True))
             location = reverse("storefront_api:order-detail", kwargs={"order_id": order.pk})
             headers = {"Content-Type": JSON, "Location": location}
