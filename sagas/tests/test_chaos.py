@@ -6,7 +6,18 @@ import sys
 
 import pytest
 
-from config.processes import ROOT
+from config.processes import ROOT, database_url
+
+
+def _test_database_url() -> str:
+    """The harness makes its own database, ``<name>_chaos``: name it after the test database so
+    a test run never drops the database of a chaos run someone started by hand."""
+    from django.conf import settings
+
+    settings_dict = dict(settings.DATABASES["default"])
+    if not settings_dict["NAME"].startswith("test_"):
+        settings_dict["NAME"] = f"test_{settings_dict['NAME']}"
+    return database_url(settings_dict)
 
 
 @pytest.mark.slow
@@ -22,7 +33,7 @@ def test_chaos_run_with_every_fault_ends_with_zero_violations_and_every_saga_set
             "--pg-terminate-every", "2",
         ],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev", "DATABASE_URL": _test_database_url()},
         capture_output=True,
         text=True,
         timeout=420,
