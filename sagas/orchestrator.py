@@ -317,8 +317,20 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
     resend_before = now - timedelta(seconds=settings.SAGA_RESEND_AFTER_SECONDS)
     from django.db.models import Q
 
+    from sagas.definition import registered_definitions
+
+    # Stuck sagas wait for an operator, except at a retriable step, which is retried for ever.
+    # They are left out here, not skipped below: hundreds of them would otherwise fill every
+    # sweep's batch and starve the sagas that still need a resend.
+    retriable = {
+        step.name
+        for definition in registered_definitions()
+        for step in definition.steps
+        if step.kind == StepKind.RETRIABLE
+    }
     candidates = list(
         SagaInstance.objects.filter(state__in=[SagaState.RUNNING, SagaState.COMPENSATING])
+        .filter(Q(stuck=False) | Q(current_step__in=retriable))
         .filter(Q(last_sent_at__lt=resend_before) | Q(step_deadline__lt=now))
         .order_by("last_sent_at")
         .values_list("id", flat=True)[:limit]

@@ -93,7 +93,7 @@ class Command(BaseCommand):
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             # Under faults the sweeper re-sends unanswered commands after 5 s, not a minute.
             "SAGA_RESEND_AFTER_SECONDS": "5",
-            "SAGA_STEP_DEADLINE_SECONDS": "120",
+            "SAGA_STEP_DEADLINE_SECONDS": "300",
             "OUTBOX_RETRY_BASE_SECONDS": "0.2",
             "OUTBOX_RETRY_MAX_SECONDS": "2",
             "SAGA_RETRY_BASE_SECONDS": "0.2",
