@@ -262,6 +262,12 @@ def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, del
     saga.updated_at = now
 
 
+def _resend_after(attempt: int) -> timedelta:
+    """How long an attempt may go unanswered before it is sent again: doubling with each
+    attempt, so that under a backlog resends do not pile onto the very queue that is late."""
+    return timedelta(seconds=settings.SAGA_RESEND_AFTER_SECONDS * 2 ** min(max(attempt - 1, 0), 6))
+
+
 def _backoff(attempt: int) -> timedelta:
     ceiling = min(settings.SAGA_RETRY_MAX_SECONDS, settings.SAGA_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
@@ -352,7 +358,7 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                         saga, definition, step, error="no reply before the step's deadline", exhausted=True
                     )
                     counts["failed" if saga.state == SagaState.FAILED else "stuck"] += 1
-                elif saga.last_sent_at is not None and saga.last_sent_at < resend_before:
+                elif saga.last_sent_at is not None and saga.last_sent_at < now - _resend_after(saga.attempt):
                     _send(saga, definition, new_step=False)
                     SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
                     counts["resent"] += 1
