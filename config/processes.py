@@ -90,6 +90,19 @@ class WorkerProcess:
                 pass
         return pids
 
+    def kill_one_child(self) -> int:
+        """SIGKILL one pool child, chosen at random; returns how many were killed (0 or 1)."""
+        import random
+
+        pids = self.children()
+        if not pids:
+            return 0
+        try:
+            os.kill(random.choice(pids), signal.SIGKILL)
+        except ProcessLookupError:
+            return 0
+        return 1
+
     def stop(self) -> None:
         if self.process is None:
             return

@@ -51,7 +51,7 @@ class ChaosPlan:
     cancel: float = 0.05
     client_retry: float = 0.1
     kill_every: tuple[float, float] = (1.0, 2.0)
-    worker_restart_every: float = 5.0
+    worker_restart_every: float = 30.0
     redis_restarts: int = 1
     pg_terminate_every: float = 3.0
     quiesce_timeout: float = 240.0
@@ -312,7 +312,7 @@ class ChaosRun:
                     self.tally.worker_restarts += 1
                 elif now >= next_kill and self.system.worker.running:
                     next_kill = now + random.uniform(*plan.kill_every)
-                    self.tally.worker_children_killed += len(self.system.worker.kill_children())
+                    self.tally.worker_children_killed += self.system.worker.kill_one_child()
                 if now >= next_terminate:
                     next_terminate = now + plan.pg_terminate_every
                     self.tally.pg_terminated += self._terminate_connections()
