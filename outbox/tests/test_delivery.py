@@ -40,6 +40,24 @@ def _reserve_command(order_id: int, sku: str = "SKU-T", quantity: int = 1, saga_
     )
 
 
+def _charge_command(order_id: int, saga_id: str, amount: int = 500, step_key: str | None = None) -> OutboxMessage:
+    return publish(
+        type="charge_payment",
+        destination="payments",
+        payload={"order_id": order_id, "amount": amount, "currency": "EUR", "token": "tok_visa"},
+        aggregate="saga",
+        aggregate_id=step_key or saga_id,
+        correlation_id=saga_id,
+        headers={
+            "saga_id": saga_id,
+            "step": "charge_payment",
+            "phase": "forward",
+            "attempt": 1,
+            "idempotency_key": f"{step_key or saga_id}:charge_payment",
+        },
+    )
+
+
 def _stock(on_hand: int = 10, sku: str = "SKU-T"):
     product = product_upsert(sku=sku, name="test product", price_amount=100)
     stock_receive(product=product, quantity=on_hand)
@@ -153,21 +171,7 @@ def test_worker_killed_mid_handler_message_redelivered_and_handled_once(live_sys
     faults_set(provider_latency_ms=3000)  # the gateway call takes 3 s: time to kill the worker
     saga_id = str(uuid.uuid4())
     with transaction.atomic():
-        message = publish(
-            type="charge_payment",
-            destination="payments",
-            payload={"order_id": 99, "amount": 1299, "currency": "EUR", "token": "tok_visa"},
-            aggregate="saga",
-            aggregate_id=saga_id,
-            correlation_id=saga_id,
-            headers={
-                "saga_id": saga_id,
-                "step": "charge_payment",
-                "phase": "forward",
-                "attempt": 1,
-                "idempotency_key": f"{saga_id}:charge_payment",
-            },
-        )
+        message = _charge_command(99, saga_id, amount=1299)
     wait_for(lambda: OutboxMessage.objects.filter(pk=message.pk, published_at__isnull=False).exists())
     from config.redis import get_redis
 
@@ -190,21 +194,7 @@ def test_transient_failure_retried_then_dead_letter_then_replay_succeeds(live_sy
     saga_id = str(uuid.uuid4())
     faults_set(gateway_transient=1.0)  # the gateway is down
     with transaction.atomic():
-        message = publish(
-            type="charge_payment",
-            destination="payments",
-            payload={"order_id": 5, "amount": 500, "currency": "EUR", "token": "tok_visa"},
-            aggregate="saga",
-            aggregate_id=saga_id,
-            correlation_id=saga_id,
-            headers={
-                "saga_id": saga_id,
-                "step": "charge_payment",
-                "phase": "forward",
-                "attempt": 1,
-                "idempotency_key": f"{saga_id}:charge_payment",
-            },
-        )
+        message = _charge_command(5, saga_id, amount=500)
     wait_for(lambda: DeadLetter.objects.filter(message_id=str(message.message_id)).exists(), timeout=30)
     dead = DeadLetter.objects.get(message_id=str(message.message_id))
     assert dead.attempts == 3  # OUTBOX_MAX_ATTEMPTS in the test settings
@@ -225,21 +215,7 @@ def test_transient_failure_succeeds_on_retry(live_system):
     faults_set(gateway_transient=0.5)
     with transaction.atomic():
         for order_id in range(100, 110):
-            publish(
-                type="charge_payment",
-                destination="payments",
-                payload={"order_id": order_id, "amount": 500, "currency": "EUR", "token": "tok_visa"},
-                aggregate="saga",
-                aggregate_id=f"{saga_id}-{order_id}",
-                correlation_id=saga_id,
-                headers={
-                    "saga_id": saga_id,
-                    "step": "charge_payment",
-                    "phase": "forward",
-                    "attempt": 1,
-                    "idempotency_key": f"{saga_id}-{order_id}:charge_payment",
-                },
-            )
+            _charge_command(order_id, saga_id, step_key=f"{saga_id}-{order_id}")
     wait_for(lambda: Payment.objects.count() + DeadLetter.objects.count() >= 10, timeout=30)
     handled = Payment.objects.count()
     assert handled >= 5, "with half the calls failing, most messages succeed within 3 attempts"
