@@ -91,8 +91,10 @@ class Command(BaseCommand):
             "SECRET_KEY": new_secret(),
             "SECURE_SSL_REDIRECT": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            # Under faults the sweeper re-sends unanswered commands after 5 s, not a minute.
-            "SAGA_RESEND_AFTER_SECONDS": "5",
+            # Under faults the sweeper re-sends unanswered commands after 20 s (doubling per
+            # attempt), not a minute: soon enough after a broker restart, late enough not to
+            # pile resends onto a backlog.
+            "SAGA_RESEND_AFTER_SECONDS": "20",
             "SAGA_STEP_DEADLINE_SECONDS": "300",
             "OUTBOX_RETRY_BASE_SECONDS": "0.2",
             "OUTBOX_RETRY_MAX_SECONDS": "2",
