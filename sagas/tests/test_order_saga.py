@@ -184,12 +184,14 @@ def test_worker_killed_mid_step_and_flaky_gateway_still_complete_with_one_charge
 
 def test_gateway_timeout_after_charge_is_repaired_with_the_same_key(live_system):
     _catalog(10)
-    faults_set(gateway_timeout_after_charge=0.6)
-    orders = [_place() for _ in range(5)]
+    # 30%: most sagas meet a timeout after the money moved, and none exhausts its nine tries
+    # (three deliveries of three attempts) but once in tens of thousands of runs.
+    faults_set(gateway_timeout_after_charge=0.3)
+    orders = [_place() for _ in range(8)]
     for order in orders:
         assert _wait_terminal(order, live_system).state == SagaState.COMPLETED, _describe(order)
-    assert GatewayCharge.objects.filter(kind="charge").count() == 5
-    assert LedgerEntry.objects.filter(kind="charge").count() == 5
+    assert GatewayCharge.objects.filter(kind="charge").count() == 8
+    assert LedgerEntry.objects.filter(kind="charge").count() == 8
 
 
 def test_compensation_that_keeps_failing_ends_failed_with_its_reason(live_system):
