@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
@@ -273,13 +272,7 @@ class ChaosRun:
     # -- faults ---------------------------------------------------------------------------
     def inject_faults(self) -> None:
         plan = self.plan
-        faults_set(
-            duplicate_delivery=plan.duplicate_delivery,
-            reorder_delivery=plan.reorder_delivery,
-            gateway_transient=plan.gateway_transient,
-            gateway_timeout_after_charge=plan.gateway_timeout_after_charge,
-            carrier_transient=plan.carrier_transient,
-        )
+        faults_set(**self._fault_rates())
         expected_seconds = plan.orders / plan.rate
         redis_restart_at = sorted(
             time.monotonic() + expected_seconds * (i + 1) / (plan.redis_restarts + 1)
@@ -294,13 +287,7 @@ class ChaosRun:
                 if redis_restart_at and now >= redis_restart_at[0]:
                     redis_restart_at.pop(0)
                     self.redis.restart()
-                    faults_set(
-                        duplicate_delivery=plan.duplicate_delivery,
-                        reorder_delivery=plan.reorder_delivery,
-                        gateway_transient=plan.gateway_transient,
-                        gateway_timeout_after_charge=plan.gateway_timeout_after_charge,
-                        carrier_transient=plan.carrier_transient,
-                    )  # the restart lost the fault settings with everything else
+                    faults_set(**self._fault_rates())  # the restart lost them with everything else
                     self.tally.redis_restarts += 1
                 self.system.ensure_worker()
                 if now - self.system.started_at < 3:
@@ -319,6 +306,16 @@ class ChaosRun:
             except Exception as exc:  # noqa: BLE001 - the injector keeps going; the failure is reported
                 self.injector_failed.append(f"{type(exc).__name__}: {exc}")
                 close_old_connections()
+
+    def _fault_rates(self) -> dict[str, float]:
+        plan = self.plan
+        return {
+            "duplicate_delivery": plan.duplicate_delivery,
+            "reorder_delivery": plan.reorder_delivery,
+            "gateway_transient": plan.gateway_transient,
+            "gateway_timeout_after_charge": plan.gateway_timeout_after_charge,
+            "carrier_transient": plan.carrier_transient,
+        }
 
     def _terminate_connections(self) -> int:
         with connection.cursor() as cursor:
@@ -477,7 +474,3 @@ def harness_connection_name() -> None:
     """Mark this thread's database connection as the harness's, so fault injection spares it."""
     with connection.cursor() as cursor:
         cursor.execute("SET application_name = %s", [HARNESS_APP_NAME])
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(64)

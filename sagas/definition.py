@@ -72,9 +72,13 @@ class SagaDefinition:
     def index(self, name: str) -> int:
         return [step.name for step in self.steps].index(name)
 
-    def load(self, data: dict[str, Any]) -> Any:
+    def known_fields(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``data`` that the saga's data class declares."""
         known = {f.name for f in dataclasses.fields(self.data_class)}
-        return self.data_class(**{key: value for key, value in data.items() if key in known})
+        return {key: value for key, value in data.items() if key in known}
+
+    def load(self, data: dict[str, Any]) -> Any:
+        return self.data_class(**self.known_fields(data))
 
     def dump(self, data: Any) -> dict[str, Any]:
         return dataclasses.asdict(data)

@@ -127,7 +127,7 @@ def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, repl
         saga.compensated_steps = [*saga.compensated_steps, step.name]
         _next_compensation(saga, definition)
         return
-    saga.data = {**saga.data, **_known_fields(definition, reply.data)}
+    saga.data = {**saga.data, **definition.known_fields(reply.data)}
     saga.completed_steps = [*saga.completed_steps, step.name]
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.cancel_requested and step.kind == StepKind.COMPENSATABLE:
@@ -146,7 +146,7 @@ def _begin_compensation(saga: SagaInstance, definition: SagaDefinition, *, reaso
     logger.info("saga compensating", extra={"reason": reason})
     saga.state = SagaState.COMPENSATING
     saga.failure_reason = saga.failure_reason or reason
-    saga.data = {**saga.data, **_known_fields(definition, {"failure_reason": saga.failure_reason})}
+    saga.data = {**saga.data, **definition.known_fields({"failure_reason": saga.failure_reason})}
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     _next_compensation(saga, definition)
 
@@ -271,13 +271,6 @@ def _resend_after(attempt: int) -> timedelta:
 def _backoff(attempt: int) -> timedelta:
     ceiling = min(settings.SAGA_RETRY_MAX_SECONDS, settings.SAGA_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
-
-
-def _known_fields(definition: SagaDefinition, data: dict[str, Any]) -> dict[str, Any]:
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(definition.data_class)}
-    return {key: value for key, value in data.items() if key in known}
 
 
 # ---------------------------------------------------------------------------

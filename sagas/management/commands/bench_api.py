@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand
 
 from config.benchmarking import in_bench_child, percentile, rerun_isolated
 from config.processes import ROOT, wait_for
-from sagas.chaos import ChaosSystem, StorefrontClient, new_secret
+from sagas.chaos import ChaosSystem, StorefrontClient
 from sagas.models import SagaInstance, SagaState
 
 BODY = {
@@ -38,10 +38,6 @@ class Command(BaseCommand):
         if not in_bench_child():
             argv = ["bench_api", f"--orders={orders}", f"--clients={clients}", f"--concurrency={concurrency}"]
             env = {
-                "DJANGO_SETTINGS_MODULE": "config.settings.production",
-                "SECRET_KEY": new_secret(),
-                "SECURE_SSL_REDIRECT": "false",
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "API_THROTTLE_RATE": "1000000/min",
             }
             argv.append(f"--latency-seconds={latency_seconds}")

@@ -20,7 +20,6 @@ from sagas.chaos import (
     RestartableRedis,
     free_port,
     harness_connection_name,
-    new_secret,
 )
 
 RATES = [
@@ -87,10 +86,6 @@ class Command(BaseCommand):
         env = {
             "CHAOS_REDIS_PORT": str(port),
             "FAULT_INJECTION": "true",
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "SECRET_KEY": new_secret(),
-            "SECURE_SSL_REDIRECT": "false",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
             # Under faults the sweeper re-sends unanswered commands after 20 s (doubling per
             # attempt), not a minute: soon enough after a broker restart, late enough not to
             # pile resends onto a backlog.
