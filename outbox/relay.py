@@ -13,14 +13,13 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection, transaction
 
-from config.celery import app as celery_app
 from config.faults import fault_rate
 from config.redis import get_redis
+from outbox.broker import send_consume_tasks
 from outbox.publishing import NUDGE_KEY
 
 logger = logging.getLogger(__name__)
 
-CONSUME_TASK = "outbox.consume"
 # Relays take turns per batch: with SKIP LOCKED alone, two relays could send a later
 # message of an aggregate before an earlier one that the other relay had claimed.
 RELAY_LOCK_KEY = 0x0B0C5E1A
@@ -155,22 +154,13 @@ def _send(rows: list[tuple]) -> None:
     duplicate_rate, reorder_rate = fault_rate("duplicate_delivery"), fault_rate("reorder_delivery")
     if reorder_rate and random.random() < reorder_rate:
         rows = random.sample(rows, len(rows))  # injected fault: delivery out of order
-    # One Redis pipeline per batch (kombu's publish batch) instead of a round trip per message.
-    with celery_app.producer_or_acquire() as producer, producer.batch(max_size=len(rows) * 2):
-        for row in rows:
-            envelope = _envelope(row)
-            copies = 2 if duplicate_rate and random.random() < duplicate_rate else 1
-            for _ in range(copies):  # a second copy is an injected fault: duplicate delivery
-                celery_app.send_task(
-                    CONSUME_TASK,
-                    args=[envelope],
-                    task_id=envelope["message_id"],
-                    queue=envelope["destination"],
-                    producer=producer,
-                    # The envelope is logged by the consumer; a repr per message is waste.
-                    argsrepr="",
-                    kwargsrepr="",
-                )
+    envelopes = []
+    for row in rows:
+        envelope = _envelope(row)
+        envelopes.append(envelope)
+        if duplicate_rate and random.random() < duplicate_rate:
+            envelopes.append(envelope)  # injected fault: duplicate delivery
+    send_consume_tasks(envelopes)
 
 
 def _mark_published(cursor, ids: list[int]) -> None:
