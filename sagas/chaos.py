@@ -473,4 +473,4 @@ def _duplicates_absorbed() -> int:
 def harness_connection_name() -> None:
     """Mark this thread's database connection as the harness's, so fault injection spares it."""
     with connection.cursor() as cursor:
-        cursor.execute("SET application_name = %s", [HARNESS_APP_NAME])
+        cursor.execute("SELECT set_config('application_name', %s, false)", [HARNESS_APP_NAME])
