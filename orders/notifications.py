@@ -19,18 +19,15 @@ SUBJECTS = {
 
 
 def notification_send(*, order: Order, kind: str, body: str) -> Notification:
-    notification, created = Notification.objects.get_or_create(
-        order=order,
-        kind=kind,
-        defaults={"recipient": order.customer_email, "subject": SUBJECTS[kind].format(id=order.pk)},
+    """Send the email unless this order's notification of this kind exists. The caller holds
+    the order's row lock, so no other transaction can be inserting the same row meanwhile (the
+    unique constraint would still refuse a second one)."""
+    notification = Notification.objects.filter(order=order, kind=kind).first()
+    if notification is not None:
+        return notification
+    notification = Notification.objects.create(
+        order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk)
     )
-    if created:
-        with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
-            send_mail(
-                notification.subject,
-                body,
-                settings.DEFAULT_FROM_EMAIL,
-                [order.customer_email],
-                fail_silently=False,
-            )
+    with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
+        send_mail(notification.subject, body, settings.DEFAULT_FROM_EMAIL, [order.customer_email], fail_silently=False)
     return notification

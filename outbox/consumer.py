@@ -86,10 +86,13 @@ def backoff_seconds(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
+def deliver(raw: object, *, attempt: int = 0, queue: str = "", local: bool = False) -> str:
     """Handle one delivered envelope. Returns handled, duplicate or dead_letter.
 
-    Raises :class:`RetryLater` on a transient failure while attempts remain.
+    Raises :class:`RetryLater` on a transient failure while attempts remain. ``local``: the
+    caller's transaction is the handler's (local delivery, see ``relay.deliver_committed_locally``):
+    no savepoint of its own, and any failure of the handler is raised as it is, for the caller to
+    roll back and hand the message to the broker, whose delivery retries or dead-letters it.
     """
     try:
         message = Message.from_envelope(raw)
@@ -111,7 +114,7 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "") -> str:
     outcome = "retry"  # unless _deliver returns: RetryLater, or the worker is going away
     try:
         with _consumer_span(message, registration, attempt) as span:
-            outcome = _deliver(message, registration, attempt)
+            outcome = _deliver(message, registration, attempt, local=local)
             span.set_attribute("backoffice.outcome", outcome)
         return outcome
     finally:
@@ -156,7 +159,7 @@ def _count_duplicate() -> None:
         logger.debug("could not count a duplicate")
 
 
-def _deliver(message: Message, registration: Registration, attempt: int) -> str:
+def _deliver(message: Message, registration: Registration, attempt: int, *, local: bool = False) -> str:
     if registration.prepare is not None and (
         InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists()
     ):
@@ -167,7 +170,7 @@ def _deliver(message: Message, registration: Registration, attempt: int) -> str:
         return "duplicate"
     try:
         prepared = registration.prepare(message) if registration.prepare else None
-        with transaction.atomic():
+        with transaction.atomic(savepoint=not local):
             if not _claim_inbox(registration.consumer, message):
                 # A concurrent delivery of the same message committed first; our prepare step
                 # was idempotent by key, so nothing happened twice.
@@ -175,10 +178,12 @@ def _deliver(message: Message, registration: Registration, attempt: int) -> str:
                 transaction.on_commit(_count_duplicate)
                 return "duplicate"
             registration.handle(message, prepared)
-    except PoisonMessage as exc:
-        _dead_letter(message, registration, reason=str(exc), poison=True, attempts=attempt + 1)
-        return "dead_letter"
     except Exception as exc:
+        if local:
+            raise
+        if isinstance(exc, PoisonMessage):
+            _dead_letter(message, registration, reason=str(exc), poison=True, attempts=attempt + 1)
+            return "dead_letter"
         if attempt + 1 >= settings.OUTBOX_MAX_ATTEMPTS:
             _dead_letter(
                 message,

@@ -96,7 +96,10 @@ class _CommitDispatch:
             try:
                 delivered = deliver_committed_locally(self.local_ids)
             except Exception as exc:  # noqa: BLE001 - the broker path below takes over
-                logger.warning("local delivery failed; sending through the broker", extra={"error": str(exc)})
+                logger.warning(
+                    "local delivery failed; sending through the broker",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )
                 delivered = set()
             remote += [pk for pk in self.local_ids if pk not in delivered]
         try:

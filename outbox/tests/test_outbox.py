@@ -150,3 +150,28 @@ def test_backlog_counts_unpublished_messages_and_their_age():
     backlog = outbox_backlog()
     assert backlog.count == 2
     assert backlog.oldest_age_seconds >= 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_local_handler_that_fails_rolls_back_whole_and_leaves_its_message_to_the_broker(monkeypatch):
+    from config.faults import faults_set
+    from inventory.models import Product
+    from outbox import consumer, relay
+
+    def handle(message, _prepared):
+        Product.objects.create(sku="LOCAL-FAIL", name="written, then rolled back", price_amount=100)
+        raise RuntimeError("handler bug")
+
+    faults_set()  # no injected delivery faults: inventory messages are delivered in-process
+    monkeypatch.setitem(consumer._registry, ("inventory", "local_failure"), None)  # removed after the test
+    register("inventory", "local_failure", handle=handle)
+    sent = []
+    monkeypatch.setattr(relay, "send_consume_tasks", sent.extend)
+
+    message = _publish(type="local_failure", destination="inventory")  # commits: local delivery runs
+
+    assert not Product.objects.filter(sku="LOCAL-FAIL").exists()
+    assert not InboxMessage.objects.filter(message_id=message.message_id).exists()
+    assert [envelope["message_id"] for envelope in sent] == [str(message.message_id)]
+    message.refresh_from_db()
+    assert message.published_at is not None and message.attempts == 1  # marked once, by the broker path
