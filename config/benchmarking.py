@@ -8,6 +8,7 @@ the same environment.
 
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,20 @@ CHILD_FLAG = "BACKOFFICE_BENCH_CHILD"
 
 def in_bench_child() -> bool:
     return os.environ.get(CHILD_FLAG) == "1"
+
+
+def stop_on_signals() -> None:
+    """In a benchmark's child: the first SIGINT or SIGTERM stops the run as Ctrl-C does, so
+    that its ``finally`` blocks stop the processes it started; later ones are ignored, so that
+    they cannot cut that clean-up short."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def rerun_isolated(
@@ -70,7 +85,31 @@ def rerun_isolated(
         from redis import Redis
 
         Redis.from_url(redis_url).flushdb()
-    return subprocess.run([*manage, *argv], env=env, cwd=ROOT).returncode
+    return _run_child([*manage, *argv], env)
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run the child to its end. Interrupted (Ctrl-C, or SIGTERM to this process), pass the
+    stop on and wait while the child stops the processes it started; killing it at once, as
+    ``subprocess.run`` does, would leave them running."""
+    child = subprocess.Popen(command, env=env, cwd=ROOT)
+
+    def forward(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGTERM)  # a no-op for a child that is already stopping
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def bench_workers(*, concurrency: int, log_dir: Path | None = None) -> WorkerProcess:

@@ -251,6 +251,7 @@ class ChaosRun:
         self.system = system
         self.tally = ChaosTally()
         self.stop_faults = threading.Event()
+        self.interrupted = threading.Event()
         self.injector_failed: list[str] = []
 
     # -- set-up ---------------------------------------------------------------------------
@@ -336,13 +337,22 @@ class ChaosRun:
         def one(index: int) -> None:
             client = clients[index % len(clients)]
             delay = started + index / plan.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and self.interrupted.wait(delay):
+                return
             self._order(client)
 
-        with ThreadPoolExecutor(max_workers=plan.clients * 2) as pool:
+        pool = ThreadPoolExecutor(max_workers=plan.clients * 2)
+        try:
             for future in [pool.submit(one, i) for i in range(plan.orders)]:
                 future.result()
+        except BaseException:
+            # Interrupted: orders not yet started are dropped, and those waiting for their
+            # slot give up, so that the run stops now rather than after the whole schedule.
+            self.interrupted.set()
+            self.stop_faults.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         return started
 
     def _order(self, client: StorefrontClient) -> None:

@@ -16,7 +16,7 @@ import psycopg
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from config.benchmarking import bench_workers, in_bench_child, rerun_isolated
+from config.benchmarking import bench_workers, in_bench_child, rerun_isolated, stop_on_signals
 from config.celery import app
 from config.processes import database_url, wait_for
 from config.redis import get_redis
@@ -45,6 +45,7 @@ class Command(BaseCommand):
         if not in_bench_child():
             argv = ["bench_machine", f"--transactions={transactions}", f"--tasks={tasks}"]
             raise SystemExit(rerun_isolated([*argv, f"--concurrency={concurrency}"], name="bench_machine", redis_db=14))
+        stop_on_signals()
         commits = self._commits(transactions, clients=concurrency)
         noop = self._celery(tasks, concurrency=concurrency)
         self.stdout.write(f"transactions={transactions} tasks={tasks} concurrency={concurrency}")

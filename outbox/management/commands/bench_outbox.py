@@ -13,7 +13,7 @@ import uuid
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
-from config.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated
+from config.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated, stop_on_signals
 from config.processes import wait_for
 from config.redis import get_redis
 from outbox.models import InboxMessage, OutboxMessage
@@ -34,6 +34,7 @@ class Command(BaseCommand):
             argv = ["bench_outbox", f"--messages={messages}", f"--concurrency={concurrency}"]
             code = rerun_isolated([*argv, f"--latency-seconds={latency_seconds}"], name="bench_outbox", redis_db=14)
             raise SystemExit(code)
+        stop_on_signals()
         worker = bench_workers(concurrency=concurrency)
         try:
             self._warm_up()

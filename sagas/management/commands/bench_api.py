@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.core.management.base import BaseCommand
 
-from config.benchmarking import in_bench_child, percentile, rerun_isolated
+from config.benchmarking import in_bench_child, percentile, rerun_isolated, stop_on_signals
 from config.processes import ROOT, wait_for
 from sagas.chaos import ChaosSystem, StorefrontClient
 from sagas.models import SagaInstance, SagaState
@@ -42,6 +42,7 @@ class Command(BaseCommand):
             }
             argv.append(f"--latency-seconds={latency_seconds}")
             raise SystemExit(rerun_isolated(argv, name="bench_api", redis_db=14, extra_env=env))
+        stop_on_signals()
         tokens = self._seed(clients)
         system = ChaosSystem(concurrency=concurrency, log_dir=ROOT / "artifacts" / "bench_api")
         system.start()

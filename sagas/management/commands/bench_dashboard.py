@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from django.test import Client
 
-from config.benchmarking import in_bench_child, rerun_isolated
+from config.benchmarking import in_bench_child, rerun_isolated, stop_on_signals
 from config.processes import database_url
 
 # Out of every 1000 sagas, by the position of the saga in the fill.
@@ -140,6 +140,7 @@ class Command(BaseCommand):
             if not keep:
                 _drop(f"{connection.settings_dict['NAME']}_{name}"[:63])
             raise SystemExit(code)
+        stop_on_signals()
         # As in production: no query log, cached templates (the engine is built on first use).
         settings.DEBUG = False
         started = time.perf_counter()

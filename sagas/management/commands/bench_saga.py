@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from config.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated
+from config.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated, stop_on_signals
 from config.processes import wait_for
 from inventory.services import product_upsert, stock_receive
 from orders.services import Customer, LineInput, order_place
@@ -34,6 +34,7 @@ class Command(BaseCommand):
             argv = ["bench_saga", f"--orders={orders}", f"--concurrency={concurrency}"]
             code = rerun_isolated([*argv, f"--latency-seconds={latency_seconds}"], name="bench_saga", redis_db=15)
             raise SystemExit(code)
+        stop_on_signals()
         product = product_upsert(sku="BENCH-1", name="Bench product", price_amount=1000)
         stock_receive(product=product, quantity=10_000_000)
         worker = bench_workers(concurrency=concurrency)

@@ -11,7 +11,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from config.benchmarking import in_bench_child, rerun_isolated
+from config.benchmarking import in_bench_child, rerun_isolated, stop_on_signals
 from config.processes import ROOT
 from sagas.chaos import (
     ChaosPlan,
@@ -68,6 +68,7 @@ class Command(BaseCommand):
         )
         if not in_bench_child():
             raise SystemExit(self._rerun(options))
+        stop_on_signals()
         raise SystemExit(self._run(plan, as_json=options["json"]))
 
     def _rerun(self, options: dict) -> int:
