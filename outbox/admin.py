@@ -1,9 +1,13 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
-from outbox import selectors, services
+from outbox import selectors
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
+
+# Each replay is its own transaction inside the request: keep a selection to a page's worth.
+REPLAY_LIMIT = 100
 
 
 class PublishedFilter(admin.SimpleListFilter):
@@ -70,29 +74,45 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def reason_short(self, obj: DeadLetter) -> str:
         return obj.reason[:120]
 
-    @admin.action(description="Replay the selected dead letters", permissions=["replay"])
-    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        from sagas.audit import audit_record
+    @admin.action(description="Replay the selected dead letters…", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> HttpResponse | None:
+        """First a page asking for the reason (for the audit log), then one replay per dead
+        letter, each with its own audit row: a refused one does not hold back the others."""
+        from sagas.exceptions import SagaActionRefused
+        from sagas.forms import BulkActionForm
+        from sagas.operations import dead_letter_replay_by_operator
 
-        replayed, refused = 0, []
-        for dead_letter in queryset:
-            try:
-                services.dead_letter_replay(dead_letter=dead_letter)
-                replayed += 1
-                audit_record(
-                    actor=request.user,
-                    action="replay_dead_letter",
-                    saga_id=None,
-                    reason=f"dead letter {dead_letter.pk} replayed from the admin",
-                    outcome="replayed",
-                    target=f"deadletter:{dead_letter.pk}",
-                )
-            except services.ReplayRefused as exc:
-                refused.append(f"{dead_letter.pk}: {exc}")
-        if replayed:
-            self.message_user(request, f"{replayed} dead letter(s) replayed.", messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, f"Not replayed — {line}", messages.ERROR)
+        total = queryset.count()
+        if total > REPLAY_LIMIT:
+            self.message_user(
+                request, f"{total} dead letters selected; at most {REPLAY_LIMIT} at a time.", messages.ERROR
+            )
+            return None
+        form = BulkActionForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            replayed, refused = 0, []
+            for pk in queryset.order_by("pk").values_list("pk", flat=True):
+                try:
+                    reason = form.cleaned_data["reason"]
+                    dead_letter_replay_by_operator(dead_letter_id=pk, actor=request.user, reason=reason)
+                    replayed += 1
+                except SagaActionRefused as exc:
+                    refused.append(f"{pk}: {exc}")
+            if replayed:
+                self.message_user(request, f"{replayed} dead letter(s) replayed.", messages.SUCCESS)
+            for line in refused:
+                self.message_user(request, f"Not replayed — {line}", messages.ERROR)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Replay {total} dead letter(s)",
+            "form": form,
+            "dead_letters": list(queryset.order_by("pk")),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, "admin/outbox/deadletter/replay_confirm.html", context)
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox.replay_deadletter")

@@ -364,6 +364,32 @@ def test_replaying_a_dead_letter_from_the_saga_page(catalog, operator_client, vi
     assert outcomes[1][0] == "vic" and outcomes[1][1].startswith("refused: permission denied")
 
 
+def test_replaying_dead_letters_from_their_admin_asks_for_a_reason_and_audits_each(
+    catalog, operator_client, viewer_client
+):
+    url = reverse("admin:outbox_deadletter_changelist")
+    dead = _dead_letter(stuck())
+    selected = [str(dead.pk)]
+    viewer = viewer_client.post(url, {"action": "replay", ACTION_CHECKBOX_NAME: selected, "index": 0}, follow=True)
+    assert 'id="replay-form"' not in viewer.content.decode()  # no permission: no such action
+
+    confirm = operator_client.post(url, {"action": "replay", ACTION_CHECKBOX_NAME: selected, "index": 0})
+    page = confirm.content.decode()
+    assert confirm.status_code == 200 and 'id="replay-form"' in page and "GatewayUnavailable" in page
+    hidden = dict(re.findall(r'name="(action|select_across|index|apply)" value="([^"]*)"', page))
+    blank = operator_client.post(url, {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": "  "})
+    assert "This field is required." in blank.content.decode()
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.DEAD and not AuditLog.objects.filter(target=f"deadletter:{dead.pk}")
+
+    response = operator_client.post(url, {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": REASON}, follow=True)
+    assert "1 dead letter(s) replayed." in response.content.decode()
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.REPLAYED
+    audit = AuditLog.objects.get(target=f"deadletter:{dead.pk}")
+    assert audit.actor_name == "olga" and audit.reason == REASON and audit.outcome.startswith("replayed")
+
+
 def test_audit_log_admin_is_read_only(catalog, operator_client):
     saga = stuck()
     operator_client.post(_action_url(saga, "retry_step"), {"reason": REASON})
