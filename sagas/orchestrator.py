@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from config import metrics
 from config.logging import bind_context, reset_context
+from config.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import Message
 from outbox.publishing import publish
@@ -55,6 +56,7 @@ def saga_start(
         aggregate=aggregate,
         aggregate_id=str(aggregate_id),
         idempotency_key=idempotency_key,
+        traceparent=current_traceparent(),
         current_step=first.name,
         completed_steps=local,
         data=definition.dump(data),

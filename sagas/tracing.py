@@ -2,11 +2,15 @@
 
 The command is published inside this span, so the participant's handler span is its child:
 the trace reads "saga step charge_payment" → "handle charge_payment" → "gateway charge".
+A command sent outside any span (the sweeper's resend, run by beat) continues the trace the
+saga started in, so that the retry shows in the order's trace rather than in a trace of its own.
 """
 
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from opentelemetry import trace
 
 from config import tracing
 from sagas.models import Phase, SagaInstance
@@ -30,7 +34,8 @@ def traced_step(send: F) -> F:
         }
         if saga.aggregate == "order" and saga.aggregate_id.isdigit():
             attributes["backoffice.order_id"] = int(saga.aggregate_id)  # an int, as on the handlers' spans
-        with tracing.span(f"saga {verb} {saga.current_step}", attributes=attributes):
+        parent = None if trace.get_current_span().get_span_context().is_valid else saga.traceparent
+        with tracing.span(f"saga {verb} {saga.current_step}", attributes=attributes, traceparent=parent):
             return send(saga, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -147,3 +147,30 @@ def test_published_messages_default_to_the_current_span_and_a_handler_restores_i
     with tracing.span("handler", traceparent=message.traceparent) as handler:
         assert tracing.current_traceparent().split("-")[1] == f"{context.trace_id:032x}"
     assert handler.parent.span_id == context.span_id
+
+
+def test_a_command_the_sweeper_resends_continues_the_trace_the_saga_started_in(spans):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sagas.models import SagaInstance
+    from sagas.orchestrator import saga_sweep
+
+    stock_catalog()
+    response = place_order(make_api_client("shop-resend"))
+    assert response.status_code == 202
+    saga = SagaInstance.objects.get(pk=Order.objects.get().saga_id)
+    started_in = int(saga.traceparent.split("-")[1], 16)
+    first = OutboxMessage.objects.get(correlation_id=str(saga.pk))
+    assert int(first.traceparent.split("-")[1], 16) == started_in
+    OutboxMessage.objects.update(published_at=timezone.now())  # the command was lost by the broker
+    SagaInstance.objects.filter(pk=saga.pk).update(last_sent_at=timezone.now() - timedelta(minutes=10))
+
+    assert saga_sweep()["resent"] == 1  # as beat runs it: outside any span
+
+    resent = OutboxMessage.objects.filter(correlation_id=str(saga.pk)).exclude(pk=first.pk).get()
+    assert int(resent.traceparent.split("-")[1], 16) == started_in
+    resends = [s for s in spans.get_finished_spans() if s.attributes.get("backoffice.retry")]
+    step = _one(resends, "the resend's span")
+    assert step.name == "saga step charge_payment" and step.context.trace_id == started_in
