@@ -41,7 +41,10 @@ class SagaInstance(models.Model):
     aggregate_id = models.CharField(max_length=64)
     idempotency_key = models.CharField(max_length=300, blank=True, help_text="the key that started the saga")
     traceparent = models.CharField(
-        max_length=55, blank=True, help_text="the trace the saga started in; the sweeper's resends continue it"
+        max_length=55,
+        blank=True,
+        db_default="",
+        help_text="the trace the saga started in; the sweeper's resends continue it",
     )
     current_step = models.CharField(max_length=100, blank=True)
     attempt = models.PositiveIntegerField(default=0)

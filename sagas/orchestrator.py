@@ -329,10 +329,16 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
         for step in definition.steps
         if step.kind == StepKind.RETRIABLE
     }
+    # A stuck compensation is resent too: it must happen, and an unanswered command may only
+    # sit behind a backlog.
+    resent_while_stuck = Q(current_step__in=retriable) | Q(state=SagaState.COMPENSATING)
     candidates = list(
         SagaInstance.objects.filter(state__in=[SagaState.RUNNING, SagaState.COMPENSATING])
-        .filter(Q(stuck=False) | Q(current_step__in=retriable))
-        .filter(Q(last_sent_at__lt=resend_before) | Q(step_deadline__lt=now))
+        .filter(
+            Q(stuck=False, last_sent_at__lt=resend_before)
+            | Q(stuck=False, step_deadline__lt=now)
+            | (Q(stuck=True, last_sent_at__lt=resend_before) & resent_while_stuck)
+        )
         .order_by("last_sent_at")
         .values_list("id", flat=True)[:limit]
     )
@@ -344,14 +350,20 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                 continue
             definition = definition_for(saga.definition_name, saga.definition_version)
             step = definition.step(saga.current_step)
-            if saga.stuck and step.kind != StepKind.RETRIABLE:
-                continue  # an operator's turn; a retriable step alone keeps being retried
+            if saga.stuck and step.kind != StepKind.RETRIABLE and saga.phase != Phase.COMPENSATION:
+                continue  # an operator's turn; retriable steps and compensations keep being retried
             token = bind_context(saga_id=str(saga.id), step=step.name)
             try:
                 if saga.step_deadline is not None and now >= saga.step_deadline and not saga.stuck:
-                    _retry_or_escalate(
-                        saga, definition, step, error="no reply before the step's deadline", exhausted=True
-                    )
+                    if saga.phase == Phase.COMPENSATION:
+                        # Unanswered is not failed: the command may wait behind a backlog, and
+                        # a compensation must happen. An operator sees the flag; the resends go
+                        # on, and the saga fails only on failure replies past its attempts.
+                        _flag_stuck(saga, f"compensation {step.name}: no reply before the step's deadline")
+                    else:
+                        _retry_or_escalate(
+                            saga, definition, step, error="no reply before the step's deadline", exhausted=True
+                        )
                     counts["failed" if saga.state == SagaState.FAILED else "stuck"] += 1
                 elif saga.last_sent_at is not None and saga.last_sent_at < now - _resend_after(saga.attempt):
                     _send(saga, definition, new_step=False)
