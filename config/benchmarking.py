@@ -99,15 +99,14 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGTERM)  # a no-op for a child that is already stopping
         try:
-            return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGTERM)  # a no-op for a child that is already stopping
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            raise
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -10,8 +10,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-
 from config import tracing
 from sagas.models import Phase, SagaInstance
 
@@ -34,7 +32,7 @@ def traced_step(send: F) -> F:
         }
         if saga.aggregate == "order" and saga.aggregate_id.isdigit():
             attributes["backoffice.order_id"] = int(saga.aggregate_id)  # an int, as on the handlers' spans
-        parent = None if trace.get_current_span().get_span_context().is_valid else saga.traceparent
+        parent = saga.traceparent if tracing.current_ids() is None else None  # outside any span
         with tracing.span(f"saga {verb} {saga.current_step}", attributes=attributes, traceparent=parent):
             return send(saga, *args, **kwargs)
 
