@@ -26,6 +26,7 @@ from sagas.definition import SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
 from sagas.messages import ORCHESTRATOR, SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
+from sagas.rows import saga_save, step_record_reply, step_record_sent
 from sagas.tracing import traced_step
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def saga_start(
             break
         local.append(step.name)
     first = definition.steps[len(local)]
-    saga = SagaInstance.objects.create(
+    saga = SagaInstance(
         id=saga_id or uuid.uuid4(),
         definition_name=definition.name,
         definition_version=definition.version,
@@ -61,8 +62,9 @@ def saga_start(
         completed_steps=local,
         data=definition.dump(data),
     )
+    # Inserted once, after the first command: the step log's foreign key is checked at commit.
     _send(saga, definition, new_step=True)
-    saga.save()
+    saga.save(force_insert=True)
     metrics.saga_started(definition=definition.name)
     return saga
 
@@ -84,7 +86,6 @@ def _apply(reply: SagaReply, message: Message) -> None:
         logger.error("reply for an unknown saga ignored")
         return
     definition = definition_for(saga.definition_name, saga.definition_version)
-    attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
     answer = {
         "reply": {"outcome": reply.outcome, "data": reply.data, "error": reply.error},
         "reply_message_id": message.message_id,
@@ -96,10 +97,21 @@ def _apply(reply: SagaReply, message: Message) -> None:
         and reply.phase == saga.phase
         and reply.attempt == saga.attempt
         # One statement finds and records the awaited attempt; a duplicate finds it answered.
-        and attempt_rows.filter(outcome=Outcome.PENDING).update(**answer, outcome=reply.outcome, error=reply.error) == 1
+        and step_record_reply(
+            saga_id=saga.id,
+            step=reply.step,
+            phase=reply.phase,
+            attempt=reply.attempt,
+            reply=answer["reply"],
+            message_id=message.message_id,
+            replied_at=answer["replied_at"],
+            outcome=reply.outcome,
+            error=reply.error,
+        )
     )
     if not expected:
         # Keep what the participant said even when it comes too late to count.
+        attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
         attempt_rows.filter(outcome__in=[Outcome.PENDING, Outcome.SUPERSEDED], reply__isnull=True).update(**answer)
         SagaEvent.objects.create(
             saga=saga,
@@ -121,7 +133,7 @@ def _apply(reply: SagaReply, message: Message) -> None:
         _begin_compensation(saga, definition, reason=reply.error or f"{step.name} failed")
     else:
         _retry_or_escalate(saga, definition, step, error=reply.error or reply.outcome)
-    saga.save()
+    saga_save(saga)
 
 
 def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:
@@ -247,14 +259,14 @@ def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, del
         },
         delay=delay,
     )
-    SagaStep.objects.create(
-        saga=saga,
+    step_record_sent(
+        saga_id=saga.id,
         step=step.name,
         phase=phase,
         attempt=saga.attempt,
         idempotency_key=key,
         command_type=command.type,
-        command_message_id=message.message_id,
+        message_id=message.message_id,
     )
     now = timezone.now()
     if new_step:
