@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 
 from config.faults import fault_fires, injected_latency
 from outbox.exceptions import TransientError
@@ -96,17 +96,42 @@ class FakeGateway:
         return _response(record) if record else None
 
     def _record(self, *, idempotency_key: str, **fields: object) -> GatewayCharge:
-        existing = GatewayCharge.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
+        """The book's entry under this key: written now, or the one an earlier call wrote. One
+        statement, so that a concurrent call with the same key finds the same entry."""
         prefix = "ch" if fields["kind"] == "charge" else "re"
-        try:
-            with transaction.atomic():
-                return GatewayCharge.objects.create(
-                    idempotency_key=idempotency_key, transaction_id=f"{prefix}_{uuid.uuid4().hex[:24]}", **fields
-                )
-        except IntegrityError:  # a concurrent call with the same key won
+        record = GatewayCharge(
+            idempotency_key=idempotency_key, transaction_id=f"{prefix}_{uuid.uuid4().hex[:24]}", **fields
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _RECORD_SQL,
+                [
+                    record.idempotency_key,
+                    record.kind,
+                    record.transaction_id,
+                    record.charge_transaction_id,
+                    record.amount,
+                    record.currency,
+                    record.token,
+                    record.succeeded,
+                    record.error,
+                ],
+            )
+            row = cursor.fetchone()
+        if row is None:
             return GatewayCharge.objects.get(idempotency_key=idempotency_key)
+        record.id, record.created_at = row
+        record._state.adding = False
+        return record
+
+
+_RECORD_SQL = """
+    INSERT INTO payments_gatewaycharge (idempotency_key, kind, transaction_id, charge_transaction_id, amount,
+                                        currency, token, succeeded, error)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, created_at
+"""
 
 
 def _response(record: GatewayCharge) -> GatewayResponse:

@@ -1,9 +1,13 @@
 """Registering a context's handler for a saga command, replying to the orchestrator.
 
 The handler's effect, its inbox row and the reply commit in one transaction. A business
-failure rolls the handler's partial effect back (a savepoint) but still commits the reply,
-so the orchestrator compensates at once. A message that dead-letters after its retries tells
-the orchestrator too, as a technical failure, so no saga waits for a reply that never comes.
+failure commits the reply (and the inbox row) alone, so the orchestrator compensates at once:
+a handler decides before it writes, and raises BusinessFailure only before its first write.
+One that breaks the rule has its whole delivery rolled back and retried, never a partial
+effect committed (this replaces a savepoint per command: two round trips).
+
+A message that dead-letters after its retries tells the orchestrator too, as a technical
+failure, so no saga waits for a reply that never comes.
 """
 
 from collections.abc import Callable
@@ -30,10 +34,16 @@ def saga_participant(
 ) -> None:
     def handle_command(message: Message, prepared: Any) -> None:
         command_meta(message)  # a command without saga headers is a poison message
+        watch = _WriteWatch()
         try:
-            with transaction.atomic():
+            with transaction.get_connection().execute_wrapper(watch):
                 data = handle(message, prepared) or {}
         except BusinessFailure as failure:
+            if watch.wrote:
+                raise HandlerWroteBeforeFailing(
+                    f"{consumer}/{type} wrote before raising a business failure ({failure.reason}); "
+                    "its writes cannot be kept beside a failure reply"
+                ) from failure
             _reply(message, Outcome.BUSINESS_FAILURE, error=failure.reason)
             return
         _reply(message, Outcome.SUCCESS, data=data)
@@ -46,6 +56,25 @@ def saga_participant(
         _reply(message, Outcome.TECHNICAL_FAILURE, error=reason)
 
     register(consumer, type, handle=handle_command, prepare=prepare, on_dead_letter=on_dead_letter)
+
+
+class HandlerWroteBeforeFailing(RuntimeError):
+    """A saga command handler wrote, then raised BusinessFailure: a programming error."""
+
+
+class _WriteWatch:
+    """Notes whether any statement run through it writes."""
+
+    def __init__(self) -> None:
+        self.wrote = False
+
+    def __call__(self, execute, sql, params, many, context):
+        if not self.wrote and sql.lstrip()[:6].upper() in _WRITES:
+            self.wrote = True
+        return execute(sql, params, many, context)
+
+
+_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE"}
 
 
 def _reply(message: Message, outcome: str, *, data: dict[str, Any] | None = None, error: str = "") -> None:

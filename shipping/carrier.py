@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 
 from config.faults import fault_fires, injected_latency
 from outbox.exceptions import TransientError
@@ -41,21 +41,24 @@ class FakeCarrier:
         injected_latency()
         if fault_fires("carrier_transient"):
             raise CarrierUnavailable("carrier answered 503")
-        existing = CarrierShipment.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is None:
-            country = str(address.get("country", "")).upper()
-            accepted = country in SERVED_COUNTRIES
-            try:
-                with transaction.atomic():
-                    existing = CarrierShipment.objects.create(
-                        idempotency_key=idempotency_key,
-                        reference=f"shp_{uuid.uuid4().hex[:20]}",
-                        tracking_number=f"TRK{uuid.uuid4().int % 10**12:012d}" if accepted else "",
-                        accepted=accepted,
-                        error="" if accepted else f"country not served: {country or '(none)'}",
-                    )
-            except IntegrityError:
-                existing = CarrierShipment.objects.get(idempotency_key=idempotency_key)
+        country = str(address.get("country", "")).upper()
+        accepted = country in SERVED_COUNTRIES
+        # One statement: a concurrent call with the same key finds the same entry.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CREATE_SQL,
+                [
+                    idempotency_key,
+                    f"shp_{uuid.uuid4().hex[:20]}",
+                    f"TRK{uuid.uuid4().int % 10**12:012d}" if accepted else "",
+                    accepted,
+                    "" if accepted else f"country not served: {country or '(none)'}",
+                ],
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            return CarrierResponse(*row)
+        existing = CarrierShipment.objects.get(idempotency_key=idempotency_key)
         return CarrierResponse(existing.accepted, existing.reference, existing.tracking_number, existing.error)
 
     def cancel_shipment(self, *, idempotency_key: str) -> bool:
@@ -63,6 +66,14 @@ class FakeCarrier:
         if fault_fires("carrier_transient"):
             raise CarrierUnavailable("carrier answered 503")
         return CarrierShipment.objects.filter(idempotency_key=idempotency_key, accepted=True).update(cancelled=True) > 0
+
+
+_CREATE_SQL = """
+    INSERT INTO shipping_carriershipment (idempotency_key, reference, tracking_number, accepted, error, cancelled)
+    VALUES (%s, %s, %s, %s, %s, false)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING accepted, reference, tracking_number, error
+"""
 
 
 def get_carrier() -> Carrier:

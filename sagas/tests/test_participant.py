@@ -1,0 +1,79 @@
+"""A participant's business failure: the failure reply commits alone; a handler that wrote
+before failing has nothing committed. Messages are handled in the test process."""
+
+import uuid
+
+import pytest
+from django.db import transaction
+
+from inventory.models import StockMovement
+from inventory.services import product_upsert, stock_receive
+from outbox.consumer import deliver, registration_for
+from outbox.models import DeadLetter, InboxMessage, OutboxMessage
+from outbox.publishing import publish
+from sagas.exceptions import BusinessFailure
+from sagas.messages import ORCHESTRATOR, REPLY_TYPE
+from sagas.participant import saga_participant
+
+pytestmark = pytest.mark.django_db
+
+CONSUMER = "inventory"
+
+
+def _headers() -> dict:
+    saga_id = str(uuid.uuid4())
+    return {"saga_id": saga_id, "step": "probe", "phase": "forward", "attempt": 1, "idempotency_key": saga_id}
+
+
+def _command(type: str) -> dict:
+    with transaction.atomic():
+        message = publish(
+            type=type, destination=CONSUMER, payload={}, aggregate="saga", aggregate_id=1, headers=_headers()
+        )
+    return message.envelope()
+
+
+@pytest.fixture
+def product():
+    product = product_upsert(sku="SKU-P", name="Probe", price_amount=100)
+    stock_receive(product=product, quantity=5)
+    return product
+
+
+def test_a_business_failure_before_any_write_commits_the_failure_reply(product):
+    def refuse(message, _):
+        raise BusinessFailure("no such thing")
+
+    saga_participant(CONSUMER, "probe_refuse", handle=refuse)
+    envelope = _command("probe_refuse")
+
+    assert deliver(envelope) == "handled"
+
+    reply = OutboxMessage.objects.get(type=REPLY_TYPE, destination=ORCHESTRATOR, causation_id=envelope["message_id"])
+    assert (reply.payload["outcome"], reply.payload["error"]) == ("business_failure", "no such thing")
+    assert InboxMessage.objects.filter(message_id=envelope["message_id"]).exists()
+
+
+def test_a_handler_that_writes_then_fails_keeps_nothing_and_ends_as_a_dead_letter(product, settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    movements = StockMovement.objects.count()
+
+    def write_then_refuse(message, _):
+        StockMovement.objects.create(product=product, kind="receipt", quantity=1, idempotency_key="probe")
+        raise BusinessFailure("changed my mind")
+
+    saga_participant(CONSUMER, "probe_write_then_refuse", handle=write_then_refuse)
+    assert registration_for(CONSUMER, "probe_write_then_refuse").prepare is None
+    envelope = _command("probe_write_then_refuse")
+
+    with pytest.raises(Exception, match="wrote before raising a business failure"):
+        deliver(envelope, attempt=0)
+    assert deliver(envelope, attempt=1) == "dead_letter"
+
+    assert StockMovement.objects.count() == movements
+    assert not InboxMessage.objects.filter(message_id=envelope["message_id"]).exists()
+    dead = DeadLetter.objects.get(message_id=envelope["message_id"])
+    assert "wrote before raising a business failure" in dead.reason
+    # The dead letter tells the saga, as a technical failure, not as the business failure.
+    reply = OutboxMessage.objects.get(type=REPLY_TYPE, causation_id=envelope["message_id"])
+    assert reply.payload["outcome"] == "technical_failure"
