@@ -74,6 +74,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 # prepared once: the outbox, inbox and saga statements run hundreds of times a second and
 # skip their planning. (Through PgBouncer in transaction mode, set DB_SERVER_SIDE_BINDING=false.)
 DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", env_bool("DB_SERVER_SIDE_BINDING", True))
+if DATABASES["default"]["OPTIONS"]["server_side_binding"]:
+    # Django turns psycopg's statement preparation off unless asked; without it every statement
+    # is parsed and planned again.
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", env_int("DB_PREPARE_THRESHOLD", 5))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
