@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from inventory.locks import lock_stock
+from inventory.locks import lock_stock, lock_stock_of_skus
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
 from sagas.exceptions import BusinessFailure
 
@@ -51,32 +51,31 @@ def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineReques
     existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    products = {p.sku: p for p in Product.objects.filter(sku__in=[line.sku for line in lines])}
-    unknown = sorted({line.sku for line in lines} - set(products))
+    stock = lock_stock_of_skus(sorted({line.sku for line in lines}))
+    unknown = sorted({line.sku for line in lines} - set(stock))
     if unknown:
         raise BusinessFailure(f"unknown product: {', '.join(unknown)}")
-    wanted: dict[int, int] = {}
+    wanted: dict[str, int] = {}
     for line in lines:
-        wanted[products[line.sku].pk] = wanted.get(products[line.sku].pk, 0) + line.quantity
-    stock = lock_stock(sorted(wanted))
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
     short = [
-        f"{sku} (wanted {wanted[p.pk]}, available {stock[p.pk].available if p.pk in stock else 0})"
-        for sku, p in sorted(products.items())
-        if p.pk not in stock or stock[p.pk].available < wanted[p.pk]
+        f"{sku} (wanted {wanted[sku]}, available {stock[sku].available})"
+        for sku in sorted(wanted)
+        if stock[sku].available < wanted[sku]
     ]
     if short:
         raise OutOfStock(f"out of stock: {'; '.join(short)}")
     reservation = Reservation.objects.create(order_id=order_id, idempotency_key=idempotency_key)
-    for product_id, quantity in wanted.items():
-        ReservationLine.objects.create(reservation=reservation, product_id=product_id, quantity=quantity)
+    for sku, quantity in wanted.items():
+        level = stock[sku]
+        ReservationLine.objects.create(reservation=reservation, product_id=level.product_id, quantity=quantity)
         StockMovement.objects.create(
-            product_id=product_id,
+            product_id=level.product_id,
             kind=StockMovement.Kind.RESERVE,
             quantity=quantity,
             reservation=reservation,
             idempotency_key=idempotency_key,
         )
-        level = stock[product_id]
         level.reserved += quantity
         level.updated_at = timezone.now()
         level.save(update_fields=["reserved", "updated_at"])

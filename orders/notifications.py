@@ -7,6 +7,7 @@ before the commit is the one window in which the customer could get it twice.
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import connection
 from opentelemetry.trace import SpanKind
 
 from config import tracing
@@ -18,16 +19,28 @@ SUBJECTS = {
 }
 
 
+_INSERT_SQL = """
+    INSERT INTO orders_notification (order_id, kind, recipient, subject) VALUES (%s, %s, %s, %s)
+    ON CONFLICT (order_id, kind) DO NOTHING
+    RETURNING id, sent_at
+"""
+
+
 def notification_send(*, order: Order, kind: str, body: str) -> Notification:
     """Send the email unless this order's notification of this kind exists. The caller holds
     the order's row lock, so no other transaction can be inserting the same row meanwhile (the
     unique constraint would still refuse a second one)."""
-    notification = Notification.objects.filter(order=order, kind=kind).first()
-    if notification is not None:
-        return notification
-    notification = Notification.objects.create(
+    notification = Notification(
         order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk)
     )
+    with connection.cursor() as cursor:
+        # One statement on the common path: the row, unless this order's email of this kind exists.
+        cursor.execute(_INSERT_SQL, [order.pk, kind, notification.recipient, notification.subject])
+        row = cursor.fetchone()
+    if row is None:
+        return Notification.objects.get(order=order, kind=kind)
+    notification.id, notification.sent_at = row
+    notification._state.adding = False
     with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
         send_mail(notification.subject, body, settings.DEFAULT_FROM_EMAIL, [order.customer_email], fail_silently=False)
     return notification
