@@ -105,16 +105,28 @@ def idempotent_response(
         raise
 
 
+_CLAIM_SQL = """
+    INSERT INTO orders_idempotencykey (client_id, key, fingerprint, method, path, state, lock_token,
+                                       response_headers, response_body)
+    VALUES (%s, %s, %s, %s, %s, 'in_flight', %s, '{}', '')
+    ON CONFLICT (client_id, key) DO NOTHING
+    RETURNING id
+"""
+
+
 def _claim_or_replay(
     *, client: AbstractBaseUser, key: str, fingerprint: str, method: str, path: str
 ) -> Claim | StoredResponse | None:
     """Claim the key, or answer from what an earlier request with it left. None: look again."""
     token = uuid.uuid4()
     # Autocommitted on its own: a duplicate must see the claim now, not when our work commits.
-    IdempotencyKey.objects.bulk_create(
-        [IdempotencyKey(client=client, key=key, fingerprint=fingerprint, method=method, path=path, lock_token=token)],
-        ignore_conflicts=True,
-    )
+    # The first request with a key (nearly every request) learns from the insert alone that
+    # the claim is its own; only a key that exists already is read.
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [client.pk, key, fingerprint, method, path, token])
+        claimed = cursor.fetchone()
+    if claimed is not None:
+        return Claim(pk=claimed[0], lock_token=token)
     row = (
         IdempotencyKey.objects.filter(client=client, key=key)
         .annotate(

@@ -77,7 +77,9 @@ def order_place(
 
     currency = currencies.pop()
     saga_id = uuid.uuid4()
-    with transaction.atomic():
+    # No savepoint of its own inside a caller's transaction (the API's, which completes the
+    # idempotency key): a failure here fails the caller's transaction as a whole anyway.
+    with transaction.atomic(savepoint=False):
         order = Order.objects.create(
             client=client,
             customer_email=customer.email,
