@@ -109,7 +109,7 @@ class _CommitDispatch:
 
 
 # Every message of every saga step is written here: one statement prepared once, rather than
-# the ORM compiling the same INSERT again for each message (a quarter of a saga step's CPU).
+# the ORM compiling the same INSERT again for each message (an eighth of a saga's CPU).
 _INSERT_SQL = """
     INSERT INTO outbox_outboxmessage (message_id, type, destination, aggregate, aggregate_id, correlation_id,
                                       causation_id, traceparent, payload, headers, available_at, attempts, last_error)
