@@ -57,7 +57,7 @@ def rerun_isolated(
     base = dict(connection.settings_dict)
     bench_name = f"{base['NAME']}_{name}"[:63]
     admin = {**base, "NAME": "postgres"}
-    with psycopg.connect(database_url(admin).replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+    with psycopg.connect(database_url(admin), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{bench_name}"')
     own_redis = redis_url is not None

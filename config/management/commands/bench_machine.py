@@ -53,7 +53,7 @@ class Command(BaseCommand):
 
     def _commits(self, count: int, *, clients: int) -> float:
         """One small outbox row per transaction from ``clients`` connections at once."""
-        url = database_url(connection.settings_dict).replace("postgres://", "postgresql://", 1)
+        url = database_url(connection.settings_dict)
         per_client = count // clients
         payload = json.dumps({"bench": True})
 

@@ -193,5 +193,5 @@ def _median_ms(client: Client, url: str, *, loads: int, warm: int = 3) -> float:
 
 def _drop(name: str) -> None:
     admin = {**connection.settings_dict, "NAME": "postgres"}
-    with psycopg.connect(database_url(admin).replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+    with psycopg.connect(database_url(admin), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
