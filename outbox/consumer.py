@@ -22,7 +22,7 @@ from config.logging import bind_context, reset_context
 from config.redis import get_redis
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
-from outbox.models import DeadLetter, InboxMessage
+from outbox.models import DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +160,7 @@ def _count_duplicate() -> None:
 
 
 def _deliver(message: Message, registration: Registration, attempt: int, *, local: bool = False) -> str:
-    if registration.prepare is not None and (
-        InboxMessage.objects.filter(consumer=registration.consumer, message_id=message.message_id).exists()
-    ):
+    if registration.prepare is not None and _handled_already(registration.consumer, message):
         # Checked before calling the outside world; handlers without such a call rely on the
         # inbox insert below alone, one round trip fewer.
         logger.info("duplicate message absorbed")
@@ -200,6 +198,15 @@ def _deliver(message: Message, registration: Registration, attempt: int, *, loca
         raise RetryLater(countdown, exc) from exc
     logger.debug("message handled")
     return "handled"
+
+
+def _handled_already(consumer: str, message: Message) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM outbox_inboxmessage WHERE consumer = %s AND message_id = %s)",
+            [consumer, message.message_id],
+        )
+        return cursor.fetchone()[0]
 
 
 def _claim_inbox(consumer: str, message: Message) -> bool:
