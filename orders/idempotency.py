@@ -27,6 +27,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, connection, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
+from psycopg.types.json import Jsonb
 
 from config import metrics
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused
@@ -114,6 +115,14 @@ _CLAIM_SQL = """
 """
 
 
+_COMPLETE_SQL = """
+    UPDATE orders_idempotencykey
+       SET state = 'completed', response_status = %s, response_headers = %s, response_body = %s, order_id = %s,
+           completed_at = statement_timestamp()
+     WHERE id = %s
+"""
+
+
 def _claim_or_replay(
     *, client: AbstractBaseUser, key: str, fingerprint: str, method: str, path: str
 ) -> Claim | StoredResponse | None:
@@ -177,17 +186,20 @@ def _run_claimed(*, claim: Claim, produce: Callable[[], IdempotentResult]) -> St
             # Held until commit: a retry that meanwhile finds the claim stale blocks on this lock
             # in its takeover, then sees the key completed and replays it instead of doing the
             # work a second time.
-            if lock_idempotency_key(pk=claim.pk, lock_token=claim.lock_token) is None:
+            if not lock_idempotency_key(pk=claim.pk, lock_token=claim.lock_token):
                 raise IdempotencyKeyInUse("this request's claim on its Idempotency-Key was taken over by a retry")
             result = produce()
-            IdempotencyKey.objects.filter(pk=claim.pk).update(
-                state=IdempotencyKey.State.COMPLETED,
-                response_status=result.response.status,
-                response_headers=result.response.headers,
-                response_body=result.response.body,
-                order=result.order,
-                completed_at=Now(),
-            )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _COMPLETE_SQL,
+                    [
+                        result.response.status,
+                        Jsonb(result.response.headers),
+                        result.response.body,
+                        result.order.pk,
+                        claim.pk,
+                    ],
+                )
     except BaseException:
         _release(claim)
         raise

@@ -113,7 +113,7 @@ class _CommitDispatch:
 _INSERT_SQL = """
     INSERT INTO outbox_outboxmessage (message_id, type, destination, aggregate, aggregate_id, correlation_id,
                                       causation_id, traceparent, payload, headers, available_at, attempts, last_error)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), 0, '')
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, statement_timestamp() + make_interval(secs => %s), 0, '')
     RETURNING id, created_at, available_at
 """
 
