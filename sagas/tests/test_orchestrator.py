@@ -2,6 +2,7 @@
 (the delivery machinery is proven against a real worker elsewhere)."""
 
 import dataclasses
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from orders.models import Order
 from orders.saga import ORDER_SAGA, OrderSagaData, send_confirmation
 from orders.services import Customer, LineInput, order_place
 from outbox.consumer import deliver
-from outbox.models import OutboxMessage
+from outbox.models import InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from sagas.definition import Command, SagaDefinition, Step, StepKind, register_definition, unregister_definition
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
@@ -156,3 +157,32 @@ def test_compensation_unanswered_past_its_deadline_is_flagged_and_resent_until_i
     assert saga.state == SagaState.COMPENSATED and not saga.stuck
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELLED
+
+
+@pytest.mark.parametrize("saga_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_a_reply_for_an_unknown_or_malformed_saga_is_recorded_and_changes_nothing(catalog, saga_id):
+    order = _place()
+    saga = SagaInstance.objects.get(pk=order.saga_id)
+    before = (saga.state, saga.current_step, saga.attempt, saga.updated_at)
+    with transaction.atomic():
+        message = publish(
+            type=REPLY_TYPE,
+            destination=ORCHESTRATOR,
+            aggregate="saga",
+            aggregate_id=saga_id,
+            payload={
+                "saga_id": saga_id,
+                "step": "charge_payment",
+                "phase": "forward",
+                "attempt": 1,
+                "outcome": "success",
+            },
+        )
+    OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
+
+    assert deliver(message.envelope()) == "handled"
+
+    saga.refresh_from_db()
+    assert (saga.state, saga.current_step, saga.attempt, saga.updated_at) == before
+    assert not SagaStep.objects.filter(saga=saga, outcome=Outcome.SUCCESS).exists()
+    assert InboxMessage.objects.filter(message_id=message.message_id).exists()
