@@ -30,6 +30,7 @@ from sagas.locks import lock_saga
 from sagas.messages import SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.orchestrator import _begin_compensation, _on_success, _send
+from sagas.rows import saga_save
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def _operate(
                 before = f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
                 outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
                 saga.updated_at = timezone.now()
-                saga.save()
+                saga_save(saga)
                 SagaEvent.objects.create(
                     saga=saga,
                     kind=f"operator_{action}",

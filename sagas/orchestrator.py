@@ -315,7 +315,7 @@ def saga_request_cancel(*, saga_id: object, reason: str) -> SagaInstance:
         saga.failure_reason = reason
         saga.updated_at = timezone.now()
         SagaEvent.objects.create(saga=saga, kind="cancel_requested", detail=reason)
-        saga.save()
+        saga_save(saga)
     return saga
 
 
@@ -381,7 +381,7 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                     _send(saga, definition, new_step=False)
                     SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
                     counts["resent"] += 1
-                saga.save()
+                saga_save(saga)
             finally:
                 reset_context(token)
     if any(counts.values()):

@@ -3,7 +3,8 @@
 Through the ORM, compiling the same few statements again for every reply (a lock, an update
 of the step log, an insert into it, the saga row's update) cost more CPU than running them.
 They read and write exactly what the ORM's get/create/update/save would; the models stay the
-description of the tables.
+description of the tables. Every write-back of a locked saga (a reply, the sweeper, an operator)
+goes through ``saga_save``.
 """
 
 import datetime
@@ -22,6 +23,7 @@ SAGA_COLUMNS = ", ".join(field.column for field in _FIELDS)
 
 # Every column but the key and the creation time, as Model.save() writes them.
 _SAVED = [field for field in _FIELDS if not field.primary_key and field.attname != "created_at"]
+_SAVED_JSON = [isinstance(field, models.JSONField) for field in _SAVED]
 _UPDATE_SQL = "UPDATE sagas_sagainstance SET {} WHERE id = %s".format(
     ", ".join(f"{field.column} = %s" for field in _SAVED)
 )
@@ -47,7 +49,10 @@ def saga_from_row(row: tuple) -> SagaInstance:
 
 def saga_save(saga: SagaInstance) -> None:
     """Write a locked saga back, as ``saga.save()`` of a loaded instance would."""
-    values = [_db_value(field, getattr(saga, field.attname)) for field in _SAVED]
+    values = [
+        Jsonb(value) if is_json else value
+        for is_json, value in zip(_SAVED_JSON, (getattr(saga, field.attname) for field in _SAVED), strict=True)
+    ]
     with connection.cursor() as cursor:
         cursor.execute(_UPDATE_SQL, [*values, saga.pk])
         assert cursor.rowcount == 1, f"saga {saga.pk} vanished under its lock"
@@ -82,7 +87,3 @@ def step_record_reply(
             [Jsonb(reply), uuid.UUID(message_id), replied_at, outcome, error, saga_id, step, phase, attempt],
         )
         return cursor.rowcount == 1
-
-
-def _db_value(field: models.Field, value: Any) -> Any:
-    return Jsonb(value) if isinstance(field, models.JSONField) else value
