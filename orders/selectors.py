@@ -107,15 +107,16 @@ def order_get(*, client: AbstractBaseUser, order_id: int) -> Order | None:
     return Order.objects.filter(client=client, pk=order_id).first()
 
 
-def order_detail(*, order: Order, just_placed: bool = False) -> OrderDetail:
+def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> OrderDetail:
     """Everything the client may know about its order.
 
-    ``just_placed``: called in the transaction that creates the order, which no other context
-    can have seen yet (its first command leaves only after the commit), so their reads are
-    skipped: the answer is the same, and order placement five queries cheaper.
+    ``placed_saga``: the saga that order_placement() just started, in the transaction that
+    creates the order. No other context can have seen the order yet (its first command leaves
+    only after the commit), and the order's lines and the saga's step log are known as written,
+    so nothing is read: the answer is the same, and order placement eight queries cheaper.
     """
     currency = order.currency
-    if just_placed:
+    if placed_saga is not None:
         payment = PaymentSummary(status=NOTHING_YET, amount_charged=0, amount_refunded=0)
         reservations: list[Reservation] = []
         shipment = ShipmentDetail(status=NOTHING_YET, tracking_number="")
@@ -129,12 +130,12 @@ def order_detail(*, order: Order, just_placed: bool = False) -> OrderDetail:
         cancel_reason=order.cancel_reason,
         customer=CustomerDetail(email=order.customer_email, name=order.customer_name),
         shipping_address=order.shipping_address,
-        lines=[_line_detail(line) for line in OrderLine.objects.filter(order=order).order_by("id")],
+        lines=[_line_detail(line) for line in order.lines.all()],
         total=Money(order.total_amount, currency),
         payment=_payment_detail(payment, currency),
         inventory=_inventory_detail(reservations),
         shipment=shipment,
-        saga=_saga_detail(saga_with_timeline(saga_id=order.saga_id)),
+        saga=_saga_detail(placed_saga or saga_with_timeline(saga_id=order.saga_id)),
         created_at=order.created_at,
         updated_at=order.updated_at,
     )

@@ -16,6 +16,7 @@ from orders.notifications import notification_send
 from orders.saga import ORDER_SAGA, OrderSagaData
 from sagas.definition import latest_definition
 from sagas.exceptions import CancellationRefused
+from sagas.models import SagaInstance
 from sagas.orchestrator import saga_request_cancel, saga_start
 
 MAX_LINES = 100
@@ -36,6 +37,15 @@ class Customer:
     name: str
 
 
+@dataclass(frozen=True)
+class Placement:
+    """An order as the transaction placing it wrote it: the order with its lines, and the saga
+    with its first step. Their first representation needs nothing read back."""
+
+    order: Order
+    saga: SagaInstance
+
+
 def order_place(
     *,
     customer: Customer,
@@ -49,6 +59,26 @@ def order_place(
 
     Errors name the offending line (``lines.2.sku``), so that a client can fix its request.
     """
+    return order_placement(
+        customer=customer,
+        lines=lines,
+        payment_token=payment_token,
+        shipping_address=shipping_address,
+        client=client,
+        idempotency_key=idempotency_key,
+    ).order
+
+
+def order_placement(
+    *,
+    customer: Customer,
+    lines: list[LineInput],
+    payment_token: str,
+    shipping_address: dict[str, Any],
+    client: AbstractBaseUser | None = None,
+    idempotency_key: str = "",
+) -> Placement:
+    """order_place(), returning what it wrote (see Placement)."""
     errors: dict[str, list[str]] = {}
     if not lines:
         errors["lines"] = ["an order needs at least one line"]
@@ -89,7 +119,7 @@ def order_place(
             currency=currency,
             saga_id=saga_id,
         )
-        OrderLine.objects.bulk_create(
+        order_lines = OrderLine.objects.bulk_create(
             OrderLine(
                 order=order,
                 sku=line.sku,
@@ -100,7 +130,9 @@ def order_place(
             )
             for line in lines
         )
-        saga_start(
+        # Known as written, in the lines' order: order.lines.all() reads nothing.
+        order._prefetched_objects_cache = {"lines": order_lines}
+        saga = saga_start(
             # New orders start on the newest registered version; sagas in flight keep theirs.
             definition=latest_definition(ORDER_SAGA.name),
             saga_id=saga_id,
@@ -117,7 +149,7 @@ def order_place(
                 shipping_address=shipping_address,
             ),
         )
-    return order
+    return Placement(order=order, saga=saga)
 
 
 def order_request_cancel(*, order: Order, reason: str = "cancelled by the customer") -> Order:

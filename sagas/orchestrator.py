@@ -63,8 +63,10 @@ def saga_start(
         data=definition.dump(data),
     )
     # Inserted once, after the first command: the step log's foreign key is checked at commit.
-    _send(saga, definition, new_step=True)
+    first_attempt = _send(saga, definition, new_step=True)
     saga.save(force_insert=True)
+    # Its step log is known, as a prefetch would have read it: saga.steps.all() reads nothing.
+    saga._prefetched_objects_cache = {"steps": [first_attempt]}
     metrics.saga_started(definition=definition.name)
     return saga
 
@@ -229,8 +231,11 @@ def _flag_stuck(saga: SagaInstance, reason: str) -> None:
 
 
 @traced_step
-def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None) -> None:
-    """Publish the command of the current step (or its compensation) as a new attempt."""
+def _send(
+    saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None
+) -> SagaStep:
+    """Publish the command of the current step (or its compensation) as a new attempt; returns
+    its row of the step log."""
     step = definition.step(saga.current_step)
     phase = saga.phase
     builder = step.action if phase == Phase.FORWARD else step.compensation
@@ -259,7 +264,7 @@ def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, del
         },
         delay=delay,
     )
-    step_record_sent(
+    attempt = step_record_sent(
         saga_id=saga.id,
         step=step.name,
         phase=phase,
@@ -274,6 +279,7 @@ def _send(saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, del
         saga.step_deadline = now + (step.deadline or timedelta(seconds=settings.SAGA_STEP_DEADLINE_SECONDS))
     saga.last_sent_at = now + (delay or timedelta())
     saga.updated_at = now
+    return attempt
 
 
 def _resend_after(attempt: int) -> timedelta:

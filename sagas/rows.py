@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connection, models
 from psycopg.types.json import Jsonb
 
-from sagas.models import Outcome, SagaInstance
+from sagas.models import Outcome, SagaInstance, SagaStep
 
 _FIELDS = SagaInstance._meta.concrete_fields
 _NAMES = [field.attname for field in _FIELDS]
@@ -27,10 +27,12 @@ _SAVED_JSON = [isinstance(field, models.JSONField) for field in _SAVED]
 _UPDATE_SQL = "UPDATE sagas_sagainstance SET {} WHERE id = %s".format(
     ", ".join(f"{field.column} = %s" for field in _SAVED)
 )
+_STEP_NAMES = [field.attname for field in SagaStep._meta.concrete_fields]
 _STEP_SENT_SQL = """
     INSERT INTO sagas_sagastep (saga_id, step, phase, attempt, idempotency_key, command_type, command_message_id,
                                 outcome, error)
     VALUES (%s, %s, %s, %s, %s, %s, %s, 'pending', '')
+    RETURNING id, sent_at
 """
 _STEP_ANSWERED_SQL = """
     UPDATE sagas_sagastep SET reply = %s, reply_message_id = %s, replied_at = %s, outcome = %s, error = %s
@@ -60,10 +62,20 @@ def saga_save(saga: SagaInstance) -> None:
 
 def step_record_sent(
     *, saga_id: uuid.UUID, step: str, phase: str, attempt: int, idempotency_key: str, command_type: str, message_id: Any
-) -> None:
-    """The step log's row of a command just published: pending until its reply."""
+) -> SagaStep:
+    """The step log's row of a command just published: pending until its reply. Returned as
+    written, the database's own send time included."""
     with connection.cursor() as cursor:
         cursor.execute(_STEP_SENT_SQL, [saga_id, step, phase, attempt, idempotency_key, command_type, message_id])
+        pk, sent_at = cursor.fetchone()
+    if not isinstance(message_id, uuid.UUID):
+        message_id = uuid.UUID(str(message_id))
+    return SagaStep.from_db(
+        connection.alias,
+        _STEP_NAMES,
+        [pk, saga_id, step, phase, attempt, idempotency_key, command_type, message_id, None, Outcome.PENDING, None, "",
+         sent_at, None],
+    )
 
 
 def step_record_reply(

@@ -36,12 +36,14 @@ from orders.api.serializers import (
     PaymentInputSerializer,
     ProductSerializer,
     order_lines_field,
+    order_representation,
     paginated,
 )
 from orders.idempotency import IdempotentResult, StoredResponse, idempotent_response
 from orders.models import Order
 from orders.selectors import order_detail, order_get, order_list
-from orders.services import Customer, LineInput, order_place, order_request_cancel
+from sagas.models import SagaInstance
+from orders.services import Customer, LineInput, order_placement, order_request_cancel
 
 MAX_ORDER_ID = 2**63 - 1  # a PostgreSQL bigint
 JSON = "application/json"
@@ -104,8 +106,8 @@ def order_for(request: Request, raw_id: str) -> Order:
     return order
 
 
-def render_order(order: Order, *, just_placed: bool = False) -> dict[str, Any]:
-    return OrderDetailSerializer(order_detail(order=order, just_placed=just_placed)).data
+def render_order(order: Order, *, placed_saga: SagaInstance | None = None) -> dict[str, Any]:
+    return order_representation(order_detail(order=order, placed_saga=placed_saga))
 
 
 def as_http_response(stored: StoredResponse) -> HttpResponse:
@@ -177,7 +179,7 @@ class OrderListCreateApi(APIView):
         client = request.user
 
         def place() -> IdempotentResult:
-            order = order_place(
+            placement = order_placement(
                 customer=Customer(**data["customer"]),
                 lines=[LineInput(**line) for line in data["lines"]],
                 payment_token=data["payment"]["token"],
@@ -186,11 +188,12 @@ class OrderListCreateApi(APIView):
                 # The saga remembers the key that started it: the lineage of an order starts here.
                 idempotency_key=f"api:{client.pk}:{key}",
             )
+            order = placement.order
             # The rest of this request's log lines, and its span, name the order and its saga:
             # from the access log line to the saga's messages, and from an order id to its trace.
             bind_context(correlation_id=str(order.saga_id), order_id=order.pk)
             tracing.annotate_current_span(order_id=order.pk, saga_id=order.saga_id)
-            body = JSONRenderer().render(render_order(order, just_placed=True))
+            body = JSONRenderer().render(render_order(order, placed_saga=placement.saga))
             location = reverse("storefront_api:order-detail", kwargs={"order_id": order.pk})
             headers = {"Content-Type": JSON, "Location": location}
             return IdempotentResult(StoredResponse(status.HTTP_202_ACCEPTED, body, headers), order)
