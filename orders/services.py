@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from inventory.selectors import product_catalog
 from orders.exceptions import InvalidOrder, OrderNotCancellable
-from orders.models import Notification, Order, OrderLine
+from orders.models import Notification, Order
 from orders.notifications import notification_send
+from orders.rows import NewLine, order_insert
 from orders.saga import ORDER_SAGA, OrderSagaData
 from sagas.definition import latest_definition
 from sagas.exceptions import CancellationRefused
@@ -110,28 +111,24 @@ def order_placement(
     # No savepoint of its own inside a caller's transaction (the API's, which completes the
     # idempotency key): a failure here fails the caller's transaction as a whole anyway.
     with transaction.atomic(savepoint=False):
-        order = Order.objects.create(
-            client=client,
+        order = order_insert(
+            client_id=client.pk if client is not None else None,
             customer_email=customer.email,
             customer_name=customer.name,
             shipping_address=shipping_address,
             total_amount=total,
             currency=currency,
             saga_id=saga_id,
+            lines=[
+                NewLine(
+                    sku=line.sku,
+                    name=catalog[line.sku].name,
+                    quantity=line.quantity,
+                    unit_price_amount=catalog[line.sku].price_amount,
+                )
+                for line in lines
+            ],
         )
-        order_lines = OrderLine.objects.bulk_create(
-            OrderLine(
-                order=order,
-                sku=line.sku,
-                name=catalog[line.sku].name,
-                quantity=line.quantity,
-                unit_price_amount=catalog[line.sku].price_amount,
-                currency=currency,
-            )
-            for line in lines
-        )
-        # Known as written, in the lines' order: order.lines.all() reads nothing.
-        order._prefetched_objects_cache = {"lines": order_lines}
         saga = saga_start(
             # New orders start on the newest registered version; sagas in flight keep theirs.
             definition=latest_definition(ORDER_SAGA.name),

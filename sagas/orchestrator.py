@@ -26,7 +26,7 @@ from sagas.definition import SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
 from sagas.messages import ORCHESTRATOR, SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
-from sagas.rows import saga_save, step_record_reply, step_record_sent
+from sagas.rows import saga_insert, saga_save, step_record_reply, step_record_sent
 from sagas.tracing import traced_step
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def saga_start(
     )
     # Inserted once, after the first command: the step log's foreign key is checked at commit.
     first_attempt = _send(saga, definition, new_step=True)
-    saga.save(force_insert=True)
+    saga_insert(saga)
     # Its step log is known, as a prefetch would have read it: saga.steps.all() reads nothing.
     saga._prefetched_objects_cache = {"steps": [first_attempt]}
     metrics.saga_started(definition=definition.name)

@@ -1,4 +1,5 @@
-"""The statements the orchestrator runs on every reply, written once as SQL.
+"""The statements the orchestrator runs on every reply (and on every saga's start), written
+once as SQL.
 
 Through the ORM, compiling the same few statements again for every reply (a lock, an update
 of the step log, an insert into it, the saga row's update) cost more CPU than running them.
@@ -27,6 +28,10 @@ _SAVED_JSON = [isinstance(field, models.JSONField) for field in _SAVED]
 _UPDATE_SQL = "UPDATE sagas_sagainstance SET {} WHERE id = %s".format(
     ", ".join(f"{field.column} = %s" for field in _SAVED)
 )
+# The creation time is the database's, as the column's default gives it.
+_INSERT_SQL = "INSERT INTO sagas_sagainstance (id, {}) VALUES (%s, {}) RETURNING created_at".format(
+    ", ".join(field.column for field in _SAVED), ", ".join("%s" for _ in _SAVED)
+)
 _STEP_NAMES = [field.attname for field in SagaStep._meta.concrete_fields]
 _STEP_SENT_SQL = """
     INSERT INTO sagas_sagastep (saga_id, step, phase, attempt, idempotency_key, command_type, command_message_id,
@@ -49,15 +54,27 @@ def saga_from_row(row: tuple) -> SagaInstance:
     return SagaInstance.from_db(connection.alias, _NAMES, values)
 
 
+def saga_insert(saga: SagaInstance) -> None:
+    """Insert a new saga, as ``saga.save(force_insert=True)`` would."""
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, [saga.pk, *_saved_values(saga)])
+        (saga.created_at,) = cursor.fetchone()
+    saga._state.adding = False
+    saga._state.db = connection.alias
+
+
 def saga_save(saga: SagaInstance) -> None:
     """Write a locked saga back, as ``saga.save()`` of a loaded instance would."""
-    values = [
+    with connection.cursor() as cursor:
+        cursor.execute(_UPDATE_SQL, [*_saved_values(saga), saga.pk])
+        assert cursor.rowcount == 1, f"saga {saga.pk} vanished under its lock"
+
+
+def _saved_values(saga: SagaInstance) -> list[Any]:
+    return [
         Jsonb(value) if is_json else value
         for is_json, value in zip(_SAVED_JSON, (getattr(saga, field.attname) for field in _SAVED), strict=True)
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_UPDATE_SQL, [*values, saga.pk])
-        assert cursor.rowcount == 1, f"saga {saga.pk} vanished under its lock"
 
 
 def step_record_sent(
@@ -73,8 +90,22 @@ def step_record_sent(
     return SagaStep.from_db(
         connection.alias,
         _STEP_NAMES,
-        [pk, saga_id, step, phase, attempt, idempotency_key, command_type, message_id, None, Outcome.PENDING, None, "",
-         sent_at, None],
+        [
+            pk,
+            saga_id,
+            step,
+            phase,
+            attempt,
+            idempotency_key,
+            command_type,
+            message_id,
+            None,
+            Outcome.PENDING,
+            None,
+            "",
+            sent_at,
+            None,
+        ],
     )
 
 

@@ -42,8 +42,8 @@ from orders.api.serializers import (
 from orders.idempotency import IdempotentResult, StoredResponse, idempotent_response
 from orders.models import Order
 from orders.selectors import order_detail, order_get, order_list
-from sagas.models import SagaInstance
 from orders.services import Customer, LineInput, order_placement, order_request_cancel
+from sagas.models import SagaInstance
 
 MAX_ORDER_ID = 2**63 - 1  # a PostgreSQL bigint
 JSON = "application/json"

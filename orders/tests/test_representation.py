@@ -9,10 +9,12 @@ import pytest
 from django.db import transaction
 
 from audit.tests import scenarios
+from inventory.services import product_upsert
 from orders.api.serializers import OrderDetailSerializer, order_representation
-from orders.models import Order
+from orders.models import Order, OrderLine
 from orders.selectors import order_detail
 from orders.services import Customer, LineInput, order_placement
+from sagas.models import SagaInstance, SagaStep
 
 pytestmark = pytest.mark.django_db
 
@@ -60,3 +62,30 @@ def test_an_order_just_placed_is_shown_from_what_was_written_as_a_read_shows_it(
     assert placed["lines"][0]["quantity"] == 2
     # Compared above with the rows as read back: the send time is the database's own.
     assert [(step["step"], step["outcome"]) for step in placed["saga"]["timeline"]] == [("charge_payment", "pending")]
+
+
+def test_an_order_placed_holds_in_memory_what_its_rows_hold():
+    scenarios.catalog()
+    product_upsert(sku="SKU-B", name="Kettle", price_amount=1200)
+    with transaction.atomic():
+        placement = order_placement(
+            customer=Customer(email="ann@example.com", name="Ann Smith"),
+            lines=[LineInput(sku="SKU-B", quantity=3), LineInput(sku="SKU-A", quantity=1)],
+            payment_token="tok_visa",
+            shipping_address=dict(scenarios.ADDRESS),
+        )
+    placed, saga = placement.order, placement.saga
+
+    def columns(instance):
+        return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+
+    assert columns(placed) == columns(Order.objects.get(pk=placed.pk))
+    assert [columns(line) for line in placed.lines.all()] == [
+        columns(line) for line in OrderLine.objects.filter(order_id=placed.pk).order_by("id")
+    ]
+    assert [line.sku for line in placed.lines.all()] == ["SKU-B", "SKU-A"]
+    assert placed.total_amount == 3 * 1200 + 4500
+    assert columns(saga) == columns(SagaInstance.objects.get(pk=saga.pk))
+    assert [columns(step) for step in saga.steps.all()] == [
+        columns(step) for step in SagaStep.objects.filter(saga_id=saga.pk)
+    ]
