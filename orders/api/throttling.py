@@ -1,17 +1,38 @@
 """Per-client request rate limits (a 429 with Retry-After beyond them)."""
 
+import functools
 import logging
+import math
+import time
 
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
-from rest_framework.throttling import UserRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
+
+from config.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
+# A sliding window estimated from two fixed ones: the requests of the current window, plus
+# those of the previous one weighted by how much of it the sliding window still covers.
+# Checked and counted in one atomic step, in one round trip, whatever the rate: a request that
+# is refused is not counted, and two web processes cannot both take the last request left.
+_TAKE_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+if previous * tonumber(ARGV[2]) + current >= tonumber(ARGV[1]) then
+    return {0, current, previous}
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, current + 1, previous}
+"""
 
-class StorefrontClientThrottle(UserRateThrottle):
-    """One budget per storefront client (its user id), counted in the shared cache (Redis),
-    so that every web process sees the same counts."""
+
+class StorefrontClientThrottle(SimpleRateThrottle):
+    """One budget per storefront client (its user id), counted in Redis, so that every web
+    process sees the same counts."""
 
     scope = "storefront_client"
 
@@ -20,11 +41,47 @@ class StorefrontClientThrottle(UserRateThrottle):
         # is), so that a settings change, in tests or a reload, takes effect.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
+    def get_cache_key(self, request, view) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        return f"throttle:{self.scope}:{request.user.pk}"
+
     def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        now = time.time()
+        window = int(now // self.duration)
+        self._elapsed = now - window * self.duration
+        self._weight = 1 - self._elapsed / self.duration
         try:
-            return super().allow_request(request, view)
+            allowed, self._current, self._previous = _take(
+                keys=[f"{key}:{window}", f"{key}:{window - 1}"],
+                args=[self.num_requests, self._weight, 2 * self.duration],
+            )
         except (RedisError, OSError):
             # The counters live in Redis; while it is down, orders still go through (they do
             # not need Redis: the outbox holds their messages) rather than fail with a 500.
             logger.warning("throttle counters unavailable; request allowed")
             return True
+        return bool(allowed)
+
+    def wait(self) -> float:
+        """Seconds until the estimate falls below the budget again (a request is then let through)."""
+        if self._current >= self.num_requests or self._previous == 0:
+            return max(1.0, math.ceil(self.duration - self._elapsed))
+        # The first whole second t with previous * (1 - (elapsed + t) / duration) + current < num_requests.
+        later = self.duration * (1 - (self.num_requests - self._current) / self._previous) - self._elapsed
+        return max(1.0, math.floor(later) + 1)
+
+
+def _take(*, keys: list[str], args: list[object]) -> list[int]:
+    # EVALSHA, and EVAL once more if Redis lost its scripts (a restart).
+    return _take_script()(keys=keys, args=args)
+
+
+@functools.cache
+def _take_script() -> Script:
+    return get_redis().register_script(_TAKE_SCRIPT)

@@ -7,12 +7,12 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from config.redis import get_redis
 from orders.models import Order
 from orders.tests.storefront import ORDERS_URL, PRODUCTS_URL, order_body, place_order, row_counts
 from outbox.models import OutboxMessage
@@ -43,6 +43,16 @@ def test_requests_without_a_valid_token_are_refused_with_401(authorization, cata
         assert response["WWW-Authenticate"] == "Token"
         assert _error(response)["code"] in ("not_authenticated", "authentication_failed")
     assert row_counts()["orders"] == 0
+
+
+def test_a_deactivated_client_is_refused_and_an_active_one_is_itself(shop, other_shop, catalog):
+    assert shop.get(ORDERS_URL).status_code == 200
+    placed = place_order(shop).json()["id"]
+    assert other_shop.get(f"{ORDERS_URL}{placed}/").status_code == 404, "each token is its own client"
+    get_user_model().objects.filter(pk=shop.user.pk).update(is_active=False)
+    response = shop.get(ORDERS_URL)
+    assert response.status_code == 401
+    assert _error(response)["message"] == "User inactive or deleted."
 
 
 def test_create_api_client_prints_a_token_and_is_idempotent(catalog):
@@ -306,10 +316,16 @@ def test_cancel_past_the_pivot_is_a_409(shop, catalog):
 # ---------------------------------------------------------------------------
 
 
+def _forget_throttle_counts(*clients) -> None:
+    redis = get_redis()
+    for client in clients:
+        for key in redis.scan_iter(f"throttle:storefront_client:{client.user.pk}:*"):
+            redis.delete(key)
+
+
 def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, catalog, settings):
     rest = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"storefront_client": "3/min"}}
-    for client in (shop, other_shop):
-        cache.delete(f"throttle_storefront_client_{client.user.pk}")
+    _forget_throttle_counts(shop, other_shop)
     with override_settings(REST_FRAMEWORK=rest):
         statuses = [shop.get(PRODUCTS_URL).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -318,8 +334,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, cata
         assert int(response["Retry-After"]) > 0
         assert _error(response)["code"] == "throttled"
         assert other_shop.get(PRODUCTS_URL).status_code == 200, "each client has its own budget"
-    for client in (shop, other_shop):
-        cache.delete(f"throttle_storefront_client_{client.user.pk}")
+    _forget_throttle_counts(shop, other_shop)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The per-client rate limit, against the real Redis: atomic between concurrent requests, a
+sliding window across the fixed ones it is counted in, and out of the way while Redis is down."""
+
+import itertools
+import threading
+from types import SimpleNamespace
+
+import pytest
+from django.test import override_settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from config.redis import get_redis
+from orders.api import throttling
+from orders.api.throttling import StorefrontClientThrottle
+
+_client_ids = itertools.count(10_000_000)
+
+
+@pytest.fixture
+def client_id():
+    pk = next(_client_ids)
+    yield pk
+    for key in get_redis().scan_iter(f"throttle:storefront_client:{pk}:*"):
+        get_redis().delete(key)
+
+
+def _request(pk: int) -> SimpleNamespace:
+    return SimpleNamespace(user=SimpleNamespace(pk=pk, is_authenticated=True))
+
+
+def _rate(rate: str):
+    return override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"storefront_client": rate}})
+
+
+def _allowed(pk: int) -> bool:
+    return StorefrontClientThrottle().allow_request(_request(pk), None)
+
+
+def test_concurrent_requests_never_take_more_than_the_budget(client_id):
+    allowed = []
+    start = threading.Barrier(20)
+
+    def take() -> None:
+        start.wait()
+        for _ in range(5):
+            allowed.append(_allowed(client_id))
+
+    with _rate("30/hour"):
+        threads = [threading.Thread(target=take) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert allowed.count(True) == 30, "exactly the budget, refused requests not counted"
+    assert len(allowed) == 100
+
+
+def test_the_previous_window_counts_by_how_much_of_it_the_window_still_covers(client_id, monkeypatch):
+    with _rate("10/min"):
+        monkeypatch.setattr(throttling.time, "time", lambda: 6000.0 + 59)  # the end of a window
+        assert [_allowed(client_id) for _ in range(11)] == [True] * 10 + [False]
+        # A quarter into the next window, three quarters of the previous one still count.
+        monkeypatch.setattr(throttling.time, "time", lambda: 6060.0 + 15)
+        throttle = StorefrontClientThrottle()
+        assert [throttle.allow_request(_request(client_id), None) for _ in range(4)] == [True] * 3 + [False]
+        # 7.5 + 3 is over 10. Under it once fewer than 7 of the previous 10 still count: 3 s on.
+        assert throttle.wait() == 4
+        monkeypatch.setattr(throttling.time, "time", lambda: 6060.0 + 15 + 3)
+        assert not _allowed(client_id), "exactly 7 + 3: still the whole budget"
+        monkeypatch.setattr(throttling.time, "time", lambda: 6060.0 + 15 + 4)
+        assert _allowed(client_id)
+
+
+def test_with_redis_down_requests_go_through(client_id, monkeypatch):
+    def down(**_):
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(throttling, "_take", down)
+    with _rate("1/min"):
+        assert _allowed(client_id) and _allowed(client_id)
