@@ -12,6 +12,7 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import BindingDict
 
 from inventory.models import Product, Reservation
 from orders.countries import ISO_3166_ALPHA2
@@ -57,6 +58,25 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return data
+
+
+class FieldsBuiltOnceSerializer(serializers.Serializer):
+    """An input serializer whose fields are built once per class, then shared by its instances.
+
+    DRF deep-copies a serializer's declared fields, nested serializers included, for every
+    instance: for an order's body that was most of the cost of validating it. Validation keeps
+    nothing on the fields (the errors and the validated data live on the instance), so one tree,
+    bound to an instance made for it, can serve every request. Only for serializers whose
+    fields use neither the context nor ``partial``: those are the bound instance's, not the
+    request's.
+    """
+
+    @property
+    def fields(self) -> BindingDict:
+        cls = type(self)
+        if "_fields_built_once" not in cls.__dict__:
+            cls._fields_built_once = serializers.Serializer.fields.func(cls())
+        return cls._fields_built_once
 
 
 # ---------------------------------------------------------------------------

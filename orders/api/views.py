@@ -31,6 +31,7 @@ from orders.api.schema import (
 from orders.api.serializers import (
     AddressSerializer,
     CustomerInputSerializer,
+    FieldsBuiltOnceSerializer,
     OrderDetailSerializer,
     OrderSummarySerializer,
     PaymentInputSerializer,
@@ -121,7 +122,7 @@ def as_http_response(stored: StoredResponse) -> HttpResponse:
 
 
 class OrderListCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(FieldsBuiltOnceSerializer):
         customer = CustomerInputSerializer()
         lines = order_lines_field()
         payment = PaymentInputSerializer()
