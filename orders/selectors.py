@@ -1,11 +1,14 @@
 """Reads of the orders context. The order detail gathers what the other contexts know about
 the order through their own selectors: each context owns its tables, and reads them itself."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from inventory.models import Reservation
@@ -107,8 +110,24 @@ def order_get(*, client: AbstractBaseUser, order_id: int) -> Order | None:
     return Order.objects.filter(client=client, pk=order_id).first()
 
 
+@contextmanager
+def read_snapshot() -> Iterator[None]:
+    """Run the reads inside in one REPEATABLE READ, read-only transaction: they all see the
+    database at one moment. Each query otherwise sees it as of its own start, and an order read
+    just before its saga finished would show as pending beside a saga already compensated.
+    Inside a caller's transaction, the reads are the caller's."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
 def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> OrderDetail:
-    """Everything the client may know about its order.
+    """Everything the client may know about its order. Read the order and its detail in one
+    read_snapshot(), or they may disagree.
 
     ``placed_saga``: the saga that order_placement() just started, in the transaction that
     creates the order. No other context can have seen the order yet (its first command leaves

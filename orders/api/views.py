@@ -42,7 +42,7 @@ from orders.api.serializers import (
 )
 from orders.idempotency import IdempotentResult, StoredResponse, idempotent_response
 from orders.models import Order
-from orders.selectors import order_detail, order_get, order_list
+from orders.selectors import order_detail, order_get, order_list, read_snapshot
 from orders.services import Customer, LineInput, order_placement, order_request_cancel
 from sagas.models import SagaInstance
 
@@ -215,7 +215,9 @@ class OrderDetailApi(APIView):
         responses={200: OrderDetailSerializer, **error_responses(404)},
     )
     def get(self, request: Request, order_id: str) -> Response:
-        return Response(render_order(order_for(request, order_id)))
+        with read_snapshot():
+            body = render_order(order_for(request, order_id))
+        return Response(body)
 
 
 class OrderCancelApi(APIView):
@@ -237,9 +239,12 @@ class OrderCancelApi(APIView):
         },
     )
     def post(self, request: Request, order_id: str) -> Response:
-        order = order_request_cancel(order=order_for(request, order_id))
+        order_request_cancel(order=order_for(request, order_id))
+        with read_snapshot():
+            order = order_for(request, order_id)
+            body = render_order(order)
         done = order.status == Order.Status.CANCELLED
-        return Response(render_order(order), status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED)
+        return Response(body, status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(exclude=True)

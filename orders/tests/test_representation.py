@@ -4,16 +4,19 @@ representation of an order just placed, built from what its transaction wrote, i
 read of the order gives."""
 
 import json
+import threading
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from audit.tests import scenarios
 from inventory.services import product_upsert
 from orders.api.serializers import OrderDetailSerializer, order_representation
 from orders.models import Order, OrderLine
-from orders.selectors import order_detail
+from orders.selectors import order_detail, read_snapshot
 from orders.services import Customer, LineInput, order_placement
+from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaStep
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +92,32 @@ def test_an_order_placed_holds_in_memory_what_its_rows_hold():
     assert [columns(step) for step in saga.steps.all()] == [
         columns(step) for step in SagaStep.objects.filter(saga_id=saga.pk)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_is_read_in_one_snapshot_whatever_commits_meanwhile():
+    scenarios.catalog()
+    with transaction.atomic():
+        order = scenarios.place()
+        # Its first command goes nowhere: no worker gets to touch this saga.
+        OutboxMessage.objects.update(published_at=timezone.now())
+
+    def finish_elsewhere() -> None:
+        # Another connection cancels the order and finishes its saga while the reads run.
+        try:
+            with transaction.atomic():
+                Order.objects.filter(pk=order.pk).update(status=Order.Status.CANCELLED)
+                SagaInstance.objects.filter(pk=order.saga_id).update(state="compensated")
+        finally:
+            connection.close()
+
+    with read_snapshot():
+        seen = Order.objects.get(pk=order.pk)
+        worker = threading.Thread(target=finish_elsewhere)
+        worker.start()
+        worker.join()
+        detail = order_detail(order=seen)
+    assert (detail.status, detail.saga.state) == ("pending", "running"), "both as they were when the reads began"
+    with read_snapshot():
+        detail = order_detail(order=Order.objects.get(pk=order.pk))
+    assert (detail.status, detail.saga.state) == ("cancelled", "compensated")
