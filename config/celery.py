@@ -1,9 +1,10 @@
 """The Celery application. Settings live in Django settings under the ``CELERY_`` prefix."""
 
 import os
+from pathlib import Path
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
@@ -29,6 +30,35 @@ def _clear_task_context(**_: object) -> None:
     from config.logging import clear_context
 
     clear_context()
+
+
+@worker_init.connect
+def _yield_to_the_web(**_: object) -> None:
+    """The worker (and the pool it forks) runs at a lower CPU priority than the web, by
+    WORKER_NICE (settings): on a machine they share, a burst of orders is accepted at the pace
+    of the web and the sagas catch up after it, instead of both slowing down together. The outbox
+    holds the work meanwhile. Nothing changes on a machine with CPU to spare."""
+    from django.conf import settings
+
+    lower_cpu_priority(settings.WORKER_NICE)
+
+
+def lower_cpu_priority(nice: int) -> None:
+    """Lower this process's CPU priority (and its future children's) by ``nice``.
+
+    Linux's autogroup scheduling (on by default on desktops and many servers) shares the CPU
+    between sessions first, and a nice value then counts only within its session. A process that
+    leads its own session (started with setsid, as the harnesses start the worker) also sets its
+    session's nice, or its own would change nothing against the web's.
+    """
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(min(nice, 19)))
+        except OSError:  # no autogroup scheduling here: the process's nice is all there is
+            pass
 
 
 @worker_process_init.connect

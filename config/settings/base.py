@@ -124,6 +124,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per child, so a dying child takes only its own message with it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# How much lower the worker's CPU priority is than the web's (0: the same): on a machine both
+# share, the storefront answers first and the sagas catch up (config/celery.py).
+WORKER_NICE = env_int("WORKER_NICE", 10)
 # No task may run for ever; the soft limit raises inside the task so it can clean up.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)

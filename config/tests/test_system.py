@@ -1,6 +1,8 @@
 """The running system: health answers, and a real worker process doing real work."""
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import transaction
@@ -16,6 +18,22 @@ def test_a_real_worker_process_handles_a_task_and_its_effect_lands_in_postgresql
         message = publish(type="ping", destination="default", payload={}, aggregate="test", aggregate_id=uuid.uuid4())
     wait_for(lambda: InboxMessage.objects.filter(message_id=message.message_id).exists(), timeout=20)
     assert live_system.process.pid not in (None, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_and_its_pool_run_below_the_webs_cpu_priority(live_system, settings):
+    def nice(pid: int) -> int:
+        # /proc/<pid>/stat: the 19th field is the nice value (after the command in parentheses).
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    here = os.getpriority(os.PRIO_PROCESS, 0)
+    wait_for(lambda: live_system.children(), timeout=20)
+    assert settings.WORKER_NICE > 0
+    for pid in [live_system.process.pid, *live_system.children()]:
+        assert nice(pid) == min(here + settings.WORKER_NICE, 19), pid
+    autogroup = Path(f"/proc/{live_system.process.pid}/autogroup")
+    if autogroup.exists():  # its own session: the session yields too, not only the process
+        assert autogroup.read_text().split()[-1] == str(settings.WORKER_NICE)
 
 
 @pytest.mark.django_db(transaction=True)
