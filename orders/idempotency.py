@@ -31,7 +31,6 @@ from psycopg.types.json import Jsonb
 
 from config import metrics
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused
-from orders.locks import lock_idempotency_key
 from orders.models import IdempotencyKey, Order
 
 logger = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ _COMPLETE_SQL = """
     UPDATE orders_idempotencykey
        SET state = 'completed', response_status = %s, response_headers = %s, response_body = %s, order_id = %s,
            completed_at = statement_timestamp()
-     WHERE id = %s
+     WHERE id = %s AND lock_token = %s AND state = 'in_flight'
 """
 
 
@@ -167,8 +166,8 @@ def _claim_or_replay(
         )
     if row.stale:
         # The holder died without releasing (a killed worker, a lost connection). Taking over
-        # is safe even if it was merely slow: it checks its claim under a row lock before
-        # committing anything, and finds it gone.
+        # is safe even if it was merely slow: it completes the key only if its claim still
+        # holds, in the transaction that writes its order, and otherwise rolls all of it back.
         new_token = uuid.uuid4()
         taken = IdempotencyKey.objects.filter(
             pk=row.pk, state=IdempotencyKey.State.IN_FLIGHT, lock_token=row.lock_token
@@ -183,12 +182,11 @@ def _claim_or_replay(
 def _run_claimed(*, claim: Claim, produce: Callable[[], IdempotentResult]) -> StoredResponse:
     try:
         with transaction.atomic():
-            # Held until commit: a retry that meanwhile finds the claim stale blocks on this lock
-            # in its takeover, then sees the key completed and replays it instead of doing the
-            # work a second time.
-            if not lock_idempotency_key(pk=claim.pk, lock_token=claim.lock_token):
-                raise IdempotencyKeyInUse("this request's claim on its Idempotency-Key was taken over by a retry")
             result = produce()
+            # Completed only while the claim is still this request's. The update locks the key
+            # until commit: a retry that finds the claim stale meanwhile blocks in its takeover,
+            # then sees the key completed and replays it. A claim already taken over rolls back
+            # the order with it: the retry that took it does the work, once.
             with connection.cursor() as cursor:
                 cursor.execute(
                     _COMPLETE_SQL,
@@ -198,8 +196,11 @@ def _run_claimed(*, claim: Claim, produce: Callable[[], IdempotentResult]) -> St
                         result.response.body,
                         result.order.pk,
                         claim.pk,
+                        claim.lock_token,
                     ],
                 )
+                if cursor.rowcount != 1:
+                    raise IdempotencyKeyInUse("this request's claim on its Idempotency-Key was taken over by a retry")
     except BaseException:
         _release(claim)
         raise
