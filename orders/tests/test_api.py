@@ -364,3 +364,28 @@ def test_api_docs_page_renders_from_local_static_files():
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert "/api/schema/" in html
+
+
+# ---------------------------------------------------------------------------
+# Messages of a request
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_orders_first_command_is_left_to_the_nudged_relay_not_sent_by_the_request(shop, catalog, monkeypatch):
+    from outbox import relay
+    from outbox.publishing import NUDGE_KEY
+    from outbox.relay import relay_batch
+    from outbox.tasks import relay as relay_task
+
+    sent, nudged = [], []
+    monkeypatch.setattr(relay, "send_consume_tasks", sent.extend)
+    monkeypatch.setattr(relay_task, "apply_async", lambda **options: nudged.append(options))
+    get_redis().delete(NUDGE_KEY)
+    response = place_order(shop)  # commits, as in production
+    assert response.status_code == 202
+    command = OutboxMessage.objects.get()
+    assert command.published_at is None and not sent, "the request sent nothing itself"
+    assert nudged == [{}] and get_redis().exists(NUDGE_KEY), "it woke the relay"
+    assert relay_batch() == 1
+    assert [envelope["message_id"] for envelope in sent] == [str(command.message_id)]
