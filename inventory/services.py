@@ -30,12 +30,18 @@ def product_upsert(*, sku: str, name: str, price_amount: int, currency: str = "E
     return product
 
 
+# Stock levels and movements are PostgreSQL integers.
+MAX_UNITS = 2**31 - 1
+
+
 def stock_receive(*, product: Product, quantity: int, idempotency_key: str = "") -> StockLevel:
     """Add received goods to stock, as a receipt movement."""
     if quantity <= 0:
         raise ValueError("a receipt adds at least one unit")
     with transaction.atomic():
         stock = lock_stock([product.pk])[product.pk]
+        if stock.on_hand + quantity > MAX_UNITS:
+            raise ValueError(f"{product.sku} would hold more than {MAX_UNITS} units on hand")
         stock.on_hand += quantity
         stock.updated_at = timezone.now()
         stock.save(update_fields=["on_hand", "updated_at"])

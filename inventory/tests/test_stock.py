@@ -6,7 +6,15 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from inventory.models import Reservation, StockLevel, StockMovement
-from inventory.services import LineRequest, OutOfStock, product_upsert, stock_receive, stock_release, stock_reserve
+from inventory.services import (
+    MAX_UNITS,
+    LineRequest,
+    OutOfStock,
+    product_upsert,
+    stock_receive,
+    stock_release,
+    stock_reserve,
+)
 
 
 @pytest.fixture
@@ -82,3 +90,11 @@ def test_stock_movements_are_append_only(product):
         StockMovement.objects.filter(pk=movement.pk).update(quantity=5)
     with pytest.raises(Exception, match="append-only"), transaction.atomic():
         movement.delete()
+
+
+def test_a_receipt_past_what_the_stock_level_can_hold_is_refused_and_changes_nothing(product):
+    stock_receive(product=product, quantity=MAX_UNITS - 1)  # exactly full
+    with pytest.raises(ValueError, match="more than"):
+        stock_receive(product=product, quantity=1)
+    assert StockLevel.objects.get(product=product).on_hand == MAX_UNITS
+    assert StockMovement.objects.filter(product=product).count() == 2
