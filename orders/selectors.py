@@ -129,7 +129,7 @@ def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> Or
     """Everything the client may know about its order. Read the order and its detail in one
     read_snapshot(), or they may disagree.
 
-    ``placed_saga``: the saga that order_placement() just started, in the transaction that
+    ``placed_saga``: the saga that order_place() just started, in the transaction that
     creates the order. No other context can have seen the order yet (its first command leaves
     only after the commit), and the order's lines and the saga's step log are known as written,
     so nothing is read: the answer is the same, and order placement eight queries cheaper.

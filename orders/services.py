@@ -55,31 +55,12 @@ def order_place(
     shipping_address: dict[str, Any],
     client: AbstractBaseUser | None = None,
     idempotency_key: str = "",
-) -> Order:
+) -> Placement:
     """Create the order and start its saga in one transaction. Prices come from the catalog.
+    Returns what it wrote (see Placement); ``.order`` is the order.
 
     Errors name the offending line (``lines.2.sku``), so that a client can fix its request.
     """
-    return order_placement(
-        customer=customer,
-        lines=lines,
-        payment_token=payment_token,
-        shipping_address=shipping_address,
-        client=client,
-        idempotency_key=idempotency_key,
-    ).order
-
-
-def order_placement(
-    *,
-    customer: Customer,
-    lines: list[LineInput],
-    payment_token: str,
-    shipping_address: dict[str, Any],
-    client: AbstractBaseUser | None = None,
-    idempotency_key: str = "",
-) -> Placement:
-    """order_place(), returning what it wrote (see Placement)."""
     errors: dict[str, list[str]] = {}
     if not lines:
         errors["lines"] = ["an order needs at least one line"]

@@ -26,7 +26,7 @@ def place(*, token: str = "tok_visa", quantity: int = 1, country: str = "DE", sk
         lines=[LineInput(sku=sku, quantity=quantity)],
         payment_token=token,
         shipping_address={**ADDRESS, "country": country},
-    )
+    ).order
 
 
 def settle(order: Order) -> Order:

@@ -43,7 +43,7 @@ from orders.api.serializers import (
 from orders.idempotency import IdempotentResult, StoredResponse, idempotent_response
 from orders.models import Order
 from orders.selectors import order_detail, order_get, order_list, read_snapshot
-from orders.services import Customer, LineInput, order_placement, order_request_cancel
+from orders.services import Customer, LineInput, order_place, order_request_cancel
 from sagas.models import SagaInstance
 
 MAX_ORDER_ID = 2**63 - 1  # a PostgreSQL bigint
@@ -180,7 +180,7 @@ class OrderListCreateApi(APIView):
         client = request.user
 
         def place() -> IdempotentResult:
-            placement = order_placement(
+            placement = order_place(
                 customer=Customer(**data["customer"]),
                 lines=[LineInput(**line) for line in data["lines"]],
                 payment_token=data["payment"]["token"],

@@ -82,6 +82,6 @@ def parked_order(user: Any) -> Order:
             payment_token=body["payment"]["token"],
             shipping_address=body["shipping_address"],
             client=user,
-        )
+        ).order
         OutboxMessage.objects.filter(correlation_id=str(order.saga_id)).delete()
     return order

@@ -15,7 +15,7 @@ from inventory.services import product_upsert
 from orders.api.serializers import OrderDetailSerializer, order_representation
 from orders.models import Order, OrderLine
 from orders.selectors import order_detail, read_snapshot
-from orders.services import Customer, LineInput, order_placement
+from orders.services import Customer, LineInput, order_place
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaStep
 
@@ -52,7 +52,7 @@ def test_an_address_without_its_optional_line_is_shown_without_it():
 def test_an_order_just_placed_is_shown_from_what_was_written_as_a_read_shows_it(django_assert_num_queries):
     scenarios.catalog()
     with transaction.atomic():
-        placement = order_placement(
+        placement = order_place(
             customer=Customer(email="ann@example.com", name="Ann Smith"),
             lines=[LineInput(sku="SKU-A", quantity=2)],
             payment_token="tok_visa",
@@ -71,7 +71,7 @@ def test_an_order_placed_holds_in_memory_what_its_rows_hold():
     scenarios.catalog()
     product_upsert(sku="SKU-B", name="Kettle", price_amount=1200)
     with transaction.atomic():
-        placement = order_placement(
+        placement = order_place(
             customer=Customer(email="ann@example.com", name="Ann Smith"),
             lines=[LineInput(sku="SKU-B", quantity=3), LineInput(sku="SKU-A", quantity=1)],
             payment_token="tok_visa",

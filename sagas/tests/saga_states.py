@@ -27,7 +27,7 @@ def place(quantity: int = 1) -> SagaInstance:
         lines=[LineInput(sku="SKU-A", quantity=quantity)],
         payment_token="tok_visa",
         shipping_address=ADDRESS,
-    )
+    ).order
     return SagaInstance.objects.get(pk=order.saga_id)
 
 

@@ -106,7 +106,7 @@ def test_operator_finds_a_stuck_saga_on_the_dashboard_retries_it_and_it_complete
         lines=[LineInput(sku="SKU-A", quantity=1)],
         payment_token="tok_visa",
         shipping_address=ADDRESS,
-    )
+    ).order
     wait_for(
         lambda: SagaInstance.objects.get(pk=order.saga_id).stuck,
         timeout=60,

@@ -40,7 +40,7 @@ def _place() -> Order:
         lines=[LineInput(sku="SKU-A", quantity=1)],
         payment_token="tok_visa",
         shipping_address=ADDRESS,
-    )
+    ).order
 
 
 def _reply(saga: SagaInstance, *, step: str, attempt: int, outcome: str = "success", phase: str = "forward") -> None:
@@ -138,7 +138,7 @@ def test_compensation_unanswered_past_its_deadline_is_flagged_and_resent_until_i
         lines=[LineInput(sku="SKU-A", quantity=50)],
         payment_token="tok_visa",
         shipping_address=ADDRESS,
-    )
+    ).order
     pump(skip={"refund_payment"})
     saga = SagaInstance.objects.get(pk=order.saga_id)
     assert (saga.state, saga.current_step) == (SagaState.COMPENSATING, "charge_payment")

@@ -34,7 +34,7 @@ def _place(*, token: str = "tok_visa", quantity: int = 1, address: dict | None =
         lines=[LineInput(sku=sku, quantity=quantity)],
         payment_token=token,
         shipping_address=address or ADDRESS,
-    )
+    ).order
 
 
 def _saga(order: Order) -> SagaInstance:
