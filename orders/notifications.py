@@ -11,6 +11,7 @@ from django.db import connection
 from opentelemetry.trace import SpanKind
 
 from config import tracing
+from config.rows import mark_inserted
 from orders.models import Notification, Order
 
 SUBJECTS = {
@@ -39,8 +40,7 @@ def notification_send(*, order: Order, kind: str, body: str) -> Notification:
         row = cursor.fetchone()
     if row is None:
         return Notification.objects.get(order=order, kind=kind)
-    notification.id, notification.sent_at = row
-    notification._state.adding = False
+    mark_inserted(notification, ("id", "sent_at"), row)
     with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
         send_mail(notification.subject, body, settings.DEFAULT_FROM_EMAIL, [order.customer_email], fail_silently=False)
     return notification

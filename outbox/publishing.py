@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from redis.exceptions import RedisError
 
 from config.redis import get_redis
+from config.rows import mark_inserted
 from config.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import as_payload, current_message
@@ -162,9 +163,7 @@ def _insert(message: OutboxMessage, *, delay: timedelta | None) -> None:
                 delay.total_seconds() if delay else 0.0,
             ],
         )
-        message.id, message.created_at, message.available_at = cursor.fetchone()
-    message._state.adding = False
-    message._state.db = cursor.db.alias
+        mark_inserted(message, ("id", "created_at", "available_at"), cursor.fetchone())
 
 
 def _deliverable_locally(message: OutboxMessage) -> bool:

@@ -11,6 +11,7 @@ from typing import Protocol
 from django.db import connection
 
 from config.faults import fault_fires, injected_latency
+from config.rows import mark_inserted
 from outbox.exceptions import TransientError
 from payments.models import GatewayCharge
 
@@ -120,8 +121,7 @@ class FakeGateway:
             row = cursor.fetchone()
         if row is None:
             return GatewayCharge.objects.get(idempotency_key=idempotency_key)
-        record.id, record.created_at = row
-        record._state.adding = False
+        mark_inserted(record, ("id", "created_at"), row)
         return record
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import connection, models
 from psycopg.types.json import Jsonb
 
+from config.rows import mark_inserted
 from sagas.models import Outcome, SagaInstance, SagaStep
 
 _FIELDS = SagaInstance._meta.concrete_fields
@@ -58,9 +59,7 @@ def saga_insert(saga: SagaInstance) -> None:
     """Insert a new saga, as ``saga.save(force_insert=True)`` would."""
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_SQL, [saga.pk, *_saved_values(saga)])
-        (saga.created_at,) = cursor.fetchone()
-    saga._state.adding = False
-    saga._state.db = connection.alias
+        mark_inserted(saga, ("created_at",), cursor.fetchone())
 
 
 def saga_save(saga: SagaInstance) -> None:
