@@ -55,11 +55,11 @@ class StorefrontClientThrottle(SimpleRateThrottle):
         now = time.time()
         window = int(now // self.duration)
         self._elapsed = now - window * self.duration
-        self._weight = 1 - self._elapsed / self.duration
+        weight = 1 - self._elapsed / self.duration  # of the previous window
         try:
             allowed, self._current, self._previous = _take(
                 keys=[f"{key}:{window}", f"{key}:{window - 1}"],
-                args=[self.num_requests, self._weight, 2 * self.duration],
+                args=[self.num_requests, weight, 2 * self.duration],
             )
         except (RedisError, OSError):
             # The counters live in Redis; while it is down, orders still go through (they do
