@@ -13,8 +13,10 @@ Configuration comes from the environment, read once per process by :func:`config
   tracer; messages are published without a traceparent).
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``): spans are sent
   over OTLP/HTTP in batches; ``OTEL_TRACES_EXPORTER=console`` prints them instead.
-* neither: spans are created (so traceparents propagate and log lines carry trace ids) but
-  exported nowhere.
+* neither: spans get ids (so traceparents propagate and log lines carry trace ids) but are
+  not recorded: with nowhere to send them, their attributes and events would be pure cost.
+  Their traceparents say "not sampled", so set an exporter on the web and the workers alike.
+  A span processor added later (a test's in-memory exporter) turns recording on.
 
 Library instrumentations (psycopg, Redis, Celery) add a span per query, per Redis command and
 per task publish/run: worth it when spans go somewhere, pure cost when they do not. They are
@@ -24,14 +26,17 @@ instrumentation (one span per request, the root of an order's trace) is always o
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,47 @@ def _exporter_name() -> str:
     return "none"
 
 
+class RecordedWhenExported(Sampler):
+    """The configured sampler once spans have somewhere to go; until then a span is not
+    recorded, though it still gets its ids (and its parent's trace state)."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+        self.exporting = False
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if self.exporting:
+            return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        parent = trace.get_current_span(parent_context).get_span_context()
+        return SamplingResult(Decision.DROP, None, parent.trace_state if parent.is_valid else None)
+
+    def get_description(self) -> str:
+        return f"RecordedWhenExported{{{self.delegate.get_description()}}}"
+
+
+class BackofficeTracerProvider(TracerProvider):
+    """The SDK's provider, whose spans are recorded only once a span processor is added."""
+
+    sampler: RecordedWhenExported
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # the sampler of OTEL_TRACES_SAMPLER, parent-based always-on by default
+        self.sampler = RecordedWhenExported(self.sampler)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.sampler.exporting = True
+
+
 def configure_tracing() -> None:
     """Install the tracer provider and the instrumentations, once per process.
 
@@ -68,12 +114,11 @@ def configure_tracing() -> None:
     _configured_pid = os.getpid()
 
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     os.environ.setdefault("OTEL_SERVICE_NAME", "backoffice")
     # The sampler comes from OTEL_TRACES_SAMPLER; by default parent-based, always on.
-    provider = TracerProvider(resource=Resource.create())
+    provider = BackofficeTracerProvider(resource=Resource.create())
     exporter_name = _exporter_name()
     if exporter_name == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

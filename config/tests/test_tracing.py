@@ -174,3 +174,33 @@ def test_a_command_the_sweeper_resends_continues_the_trace_the_saga_started_in(s
     resends = [s for s in spans.get_finished_spans() if s.attributes.get("backoffice.retry")]
     step = _one(resends, "the resend's span")
     assert step.name == "saga step charge_payment" and step.context.trace_id == started_in
+
+
+def test_spans_are_recorded_only_once_they_have_somewhere_to_go():
+    provider = tracing.BackofficeTracerProvider(shutdown_on_exit=False)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as unrecorded:
+        assert not unrecorded.is_recording()
+        traceparent = tracing.current_traceparent()
+        with tracer.start_as_current_span("step") as child:
+            pass
+    # Not recorded, yet it has its ids: its children, its messages and its log lines carry them.
+    context = unrecorded.get_span_context()
+    assert context.is_valid
+    assert traceparent.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+    assert not int(traceparent.rsplit("-", 1)[1], 16) & 0x01  # flagged "not sampled"
+    assert child.get_span_context().trace_id == context.trace_id
+
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with tracer.start_as_current_span("request") as recorded:
+        assert recorded.is_recording()
+        with tracer.start_as_current_span("step"):
+            pass
+    assert [span.name for span in memory.get_finished_spans()] == ["step", "request"]
+    # The configured sampler decides again: by default parent-based, so a message published
+    # while nothing was recorded stays unrecorded downstream, as its traceparent says.
+    with tracer.start_as_current_span("handler", context=tracing.context_of(traceparent)) as handler:
+        assert not handler.is_recording()
+    assert handler.get_span_context().trace_id == context.trace_id
+    provider.shutdown()
