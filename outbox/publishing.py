@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import KombuError
 from psycopg.types.json import Jsonb
 from redis.exceptions import RedisError
 
@@ -209,5 +210,7 @@ def nudge_relay(*, countdown: float | None = None) -> None:
             relay.apply_async(countdown=countdown + 0.05)
         elif get_redis().set(NUDGE_KEY, "1", nx=True, px=settings.OUTBOX_NUDGE_DEBOUNCE_MS):
             relay.apply_async()
-    except (RedisError, OSError) as exc:  # kombu raises OperationalError (an OSError) when the broker is down
+    except (RedisError, OSError, KombuError) as exc:  # a broker that is down: kombu's OperationalError
+        # Never raised to the caller: it runs after a commit, whose work is done and must be
+        # answered as done; the relay's beat schedule sends what this nudge would have hurried.
         logger.warning("outbox relay nudge failed; beat will drain the outbox", extra={"error": str(exc)})

@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 User = get_user_model()
 _USER_FIELDS = User._meta.concrete_fields
 _TOKEN_FIELDS = Token._meta.concrete_fields
+_KEY_MAX_LENGTH = Token._meta.get_field("key").max_length
 _USER_NAMES = [field.attname for field in _USER_FIELDS]
 _TOKEN_NAMES = [field.attname for field in _TOKEN_FIELDS]
 _SQL = "SELECT {}, {} FROM {} token JOIN {} client ON client.{} = token.{} WHERE token.{} = %s".format(
@@ -28,6 +29,10 @@ class StorefrontTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``; the same answers as DRF's for unknown keys and inactive users."""
 
     def authenticate_credentials(self, key: str) -> tuple:
+        # A key is 40 hex characters; anything PostgreSQL cannot even compare (a NUL) or that
+        # could never match is simply not a token.
+        if len(key) > _KEY_MAX_LENGTH or "\x00" in key:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
             cursor.execute(_SQL, [key])
             row = cursor.fetchone()

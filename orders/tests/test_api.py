@@ -33,7 +33,9 @@ def _error(response) -> dict:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("authorization", [None, "Token wrong", "Bearer abc", "Token"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Token wrong", "Bearer abc", "Token", "Token abc\x00def", "Token " + "a" * 41]
+)
 def test_requests_without_a_valid_token_are_refused_with_401(authorization, catalog):
     client = APIClient()
     if authorization:
@@ -389,3 +391,23 @@ def test_an_orders_first_command_is_left_to_the_nudged_relay_not_sent_by_the_req
     assert nudged == [{}] and get_redis().exists(NUDGE_KEY), "it woke the relay"
     assert relay_batch() == 1
     assert [envelope["message_id"] for envelope in sent] == [str(command.message_id)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_committed_while_the_broker_is_down_is_answered_202_and_its_command_waits(shop, catalog, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from outbox.publishing import NUDGE_KEY
+    from outbox.tasks import relay as relay_task
+
+    def broker_down(**options):
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    monkeypatch.setattr(relay_task, "apply_async", broker_down)
+    get_redis().delete(NUDGE_KEY)
+    response = place_order(shop)
+    # The order is committed: its answer is the 202, not the failed nudge's error.
+    assert response.status_code == 202, response.content
+    order = Order.objects.get()
+    assert response.json()["id"] == order.pk
+    assert OutboxMessage.objects.get().published_at is None  # the relay's beat schedule sends it
