@@ -10,6 +10,7 @@ A message that dead-letters after its retries tells the orchestrator too, as a t
 failure, so no saga waits for a reply that never comes.
 """
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -63,18 +64,31 @@ class HandlerWroteBeforeFailing(RuntimeError):
 
 
 class _WriteWatch:
-    """Notes whether any statement run through it writes."""
+    """Notes whether any statement run through it may write."""
 
     def __init__(self) -> None:
         self.wrote = False
 
     def __call__(self, execute, sql, params, many, context):
-        if not self.wrote and sql.lstrip()[:6].upper() in _WRITES:
+        if not self.wrote and may_write(sql):
             self.wrote = True
         return execute(sql, params, many, context)
 
 
-_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE"}
+# The first keyword, after any leading comments.
+_FIRST_KEYWORD = re.compile(r"\s*(?:(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*)*([A-Za-z]*)", re.S)
+_READS = {"SELECT", "SHOW", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK"}
+_LOCKING_CLAUSE = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?UPDATE\b", re.I)
+_MODIFYING = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+
+
+def may_write(sql: str) -> bool:
+    """Whether a statement may change data: any statement but a plain read counts, and a WITH
+    query counts when one of its parts modifies (a data-modifying CTE)."""
+    keyword = _FIRST_KEYWORD.match(sql).group(1).upper()
+    if keyword == "WITH":
+        return bool(_MODIFYING.search(_LOCKING_CLAUSE.sub("", sql)))
+    return keyword not in _READS
 
 
 def _reply(message: Message, outcome: str, *, data: dict[str, Any] | None = None, error: str = "") -> None:

@@ -13,7 +13,7 @@ from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
-from sagas.participant import saga_participant
+from sagas.participant import may_write, saga_participant
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +77,36 @@ def test_a_handler_that_writes_then_fails_keeps_nothing_and_ends_as_a_dead_lette
     # The dead letter tells the saga, as a technical failure, not as the business failure.
     reply = OutboxMessage.objects.get(type=REPLY_TYPE, causation_id=envelope["message_id"])
     assert reply.payload["outcome"] == "technical_failure"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t VALUES (1)",
+        "  update t SET a = 1",
+        "DELETE FROM t",
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "WITH placed AS (INSERT INTO t VALUES (1) RETURNING id) SELECT id FROM placed",
+        "-- a comment\nINSERT INTO t VALUES (1)",
+        "/* a comment */ UPDATE t SET a = 1",
+        "TRUNCATE t",
+        "COPY t FROM STDIN",
+    ],
+)
+def test_every_kind_of_write_is_noticed(sql):
+    assert may_write(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM t",
+        'SELECT "t"."id" FROM "t" WHERE "t"."id" = 1 FOR UPDATE',
+        "WITH r AS (SELECT id FROM t) SELECT * FROM r FOR NO KEY UPDATE",
+        'SAVEPOINT "s1"',
+        'RELEASE SAVEPOINT "s1"',
+        'ROLLBACK TO SAVEPOINT "s1"',
+    ],
+)
+def test_reads_and_savepoints_are_not_writes(sql):
+    assert not may_write(sql)
