@@ -230,6 +230,16 @@ def _flag_stuck(saga: SagaInstance, reason: str) -> None:
     metrics.saga_stuck(step=saga.current_step)
 
 
+def _command_waits_in_outbox(saga: SagaInstance) -> bool:
+    """Whether the current attempt's command is still in the outbox, not yet handed to the broker."""
+    from outbox.models import OutboxMessage
+
+    command = SagaStep.objects.filter(saga=saga, step=saga.current_step, phase=saga.phase, attempt=saga.attempt).values(
+        "command_message_id"
+    )
+    return OutboxMessage.objects.filter(message_id__in=command, published_at__isnull=True).exists()
+
+
 @traced_step
 def _send(
     saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None
@@ -384,6 +394,8 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                         )
                     counts["failed" if saga.state == SagaState.FAILED else "stuck"] += 1
                 elif saga.last_sent_at is not None and saga.last_sent_at < now - _resend_after(saga.attempt):
+                    if _command_waits_in_outbox(saga):
+                        continue  # not lost: it waits behind a backlog, which a copy would only grow
                     _send(saga, definition, new_step=False)
                     SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
                     counts["resent"] += 1

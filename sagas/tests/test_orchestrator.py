@@ -132,6 +132,21 @@ def test_sweeper_resends_an_unanswered_command_then_flags_stuck_past_the_deadlin
     assert saga.state == SagaState.COMPLETED and not saga.stuck
 
 
+def test_sweeper_does_not_resend_a_command_still_waiting_in_the_outbox(catalog):
+    order = _place()
+    saga = SagaInstance.objects.get(pk=order.saga_id)
+    SagaInstance.objects.filter(pk=saga.pk).update(last_sent_at=timezone.now() - timedelta(minutes=10))
+    # The relay has not sent it yet (a backlog, a relay that was down): it is late, not lost.
+    assert saga_sweep()["resent"] == 0
+    assert OutboxMessage.objects.filter(type="charge_payment").count() == 1
+    saga.refresh_from_db()
+    assert saga.attempt == 1 and not saga.stuck
+
+    OutboxMessage.objects.update(published_at=timezone.now())  # sent, then lost by the broker
+    assert saga_sweep()["resent"] == 1
+    assert OutboxMessage.objects.filter(type="charge_payment").count() == 2
+
+
 def test_compensation_unanswered_past_its_deadline_is_flagged_and_resent_until_it_is_done(catalog):
     order = order_place(
         customer=Customer(email="ann@example.com", name="Ann"),
