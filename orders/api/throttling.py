@@ -70,10 +70,13 @@ class StorefrontClientThrottle(SimpleRateThrottle):
 
     def wait(self) -> float:
         """Seconds until the estimate falls below the budget again (a request is then let through)."""
-        if self._current >= self.num_requests or self._previous == 0:
-            return max(1.0, math.ceil(self.duration - self._elapsed))
-        # The first whole second t with previous * (1 - (elapsed + t) / duration) + current < num_requests.
-        later = self.duration * (1 - (self.num_requests - self._current) / self._previous) - self._elapsed
+        if self._current >= self.num_requests:
+            # Only a later window helps, and in the next one this window's count still weighs:
+            # the estimate falls below the budget once its weight is below num_requests / current.
+            later = self.duration - self._elapsed + self.duration * (1 - self.num_requests / self._current)
+        else:
+            # The first t with previous * (1 - (elapsed + t) / duration) + current < num_requests.
+            later = self.duration * (1 - (self.num_requests - self._current) / self._previous) - self._elapsed
         return max(1.0, math.floor(later) + 1)
 
 

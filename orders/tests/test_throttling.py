@@ -71,6 +71,19 @@ def test_the_previous_window_counts_by_how_much_of_it_the_window_still_covers(cl
         assert _allowed(client_id)
 
 
+def test_retry_after_a_full_window_is_when_its_weight_in_the_next_one_lets_a_request_through(client_id, monkeypatch):
+    with _rate("10/min"):
+        monkeypatch.setattr(throttling.time, "time", lambda: 6000.0 + 59)
+        throttle = StorefrontClientThrottle()
+        assert [throttle.allow_request(_request(client_id), None) for _ in range(11)] == [True] * 10 + [False]
+        # At the window's end its ten requests weigh fully in the next one: 1 s is not enough.
+        assert throttle.wait() == 2
+        monkeypatch.setattr(throttling.time, "time", lambda: 6000.0 + 60)
+        assert not _allowed(client_id)
+        monkeypatch.setattr(throttling.time, "time", lambda: 6000.0 + 61)
+        assert _allowed(client_id)
+
+
 def test_with_redis_down_requests_go_through(client_id, monkeypatch):
     def down(**_):
         raise RedisConnectionError("Connection refused")
