@@ -1,9 +1,11 @@
-"""Reads of the messaging layer, for the admin, the dashboard and the health check."""
+"""Reads of the messaging layer, for the admin, the dashboard, the health check and the saga sweeper."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
-from django.db.models import Count, Min
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from outbox.models import DeadLetter, OutboxMessage
@@ -27,6 +29,12 @@ def outbox_backlog() -> Backlog:
         count=Count("id"), oldest=Min("created_at")
     )
     return Backlog(count=result["count"], oldest_created_at=result["oldest"])
+
+
+def any_unpublished(message_ids: Iterable[UUID] | QuerySet) -> bool:
+    """Whether any of these messages (their message_id, or a subquery of them) still waits in
+    the outbox, not yet handed to the broker."""
+    return OutboxMessage.objects.filter(message_id__in=message_ids, published_at__isnull=True).exists()
 
 
 def dead_letter_count() -> int:

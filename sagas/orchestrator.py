@@ -22,6 +22,7 @@ from config.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import Message
 from outbox.publishing import publish
+from outbox.selectors import any_unpublished
 from sagas.definition import SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
 from sagas.messages import ORCHESTRATOR, SagaReply
@@ -232,12 +233,11 @@ def _flag_stuck(saga: SagaInstance, reason: str) -> None:
 
 def _command_waits_in_outbox(saga: SagaInstance) -> bool:
     """Whether the current attempt's command is still in the outbox, not yet handed to the broker."""
-    from outbox.models import OutboxMessage
-
-    command = SagaStep.objects.filter(saga=saga, step=saga.current_step, phase=saga.phase, attempt=saga.attempt).values(
-        "command_message_id"
+    return any_unpublished(
+        SagaStep.objects.filter(saga=saga, step=saga.current_step, phase=saga.phase, attempt=saga.attempt).values(
+            "command_message_id"
+        )
     )
-    return OutboxMessage.objects.filter(message_id__in=command, published_at__isnull=True).exists()
 
 
 @traced_step
