@@ -3,13 +3,16 @@
 from dataclasses import dataclass
 from typing import Any
 
-from inventory.services import LineRequest, stock_release, stock_reserve
+from inventory.models import StepOutcome
+from inventory.services import LineRequest, stock_release, stock_reserve, stock_reserve_by_hand
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message
 from sagas.messages import command_meta
+from sagas.outcomes import OutcomeBook
 from sagas.participant import saga_participant
 
 CONSUMER = "inventory"
+BOOK = OutcomeBook(StepOutcome)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ def reserve(message: Message, _: object) -> dict[str, Any]:
     return {"reservation_id": reservation.pk}
 
 
+def reserve_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    command = message.parse(ReserveStock)
+    reservation = stock_reserve_by_hand(
+        order_id=command.order_id, idempotency_key=command_meta(message).idempotency_key, evidence=evidence
+    )
+    return {"reservation_id": reservation.pk}
+
+
 def release(message: Message, _: object) -> dict[str, Any]:
     command = message.parse(ReleaseStock)
     reservation = stock_release(
@@ -54,5 +65,11 @@ def release(message: Message, _: object) -> dict[str, Any]:
     return {"released_reservation_id": reservation.pk}
 
 
-saga_participant(CONSUMER, "reserve_stock", handle=reserve)
-saga_participant(CONSUMER, "release_stock", handle=release)
+def release_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    """The operator put the goods back by hand: the reservation is released in our books, and
+    its units become available again, as a release would make them."""
+    return release(message, None)
+
+
+saga_participant(CONSUMER, "reserve_stock", handle=reserve, book=BOOK, manual=reserve_by_hand)
+saga_participant(CONSUMER, "release_stock", handle=release, book=BOOK, manual=release_by_hand)

@@ -2,6 +2,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from sagas.outcomes import StepOutcomeBase
+
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
@@ -101,3 +103,10 @@ class StockMovement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.quantity} of {self.product_id}"
+
+
+class StepOutcome(StepOutcomeBase):
+    """The final outcome of each saga step key the inventory context handled (sagas.outcomes)."""
+
+    class Meta:
+        verbose_name = "step outcome"

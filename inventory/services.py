@@ -88,6 +88,15 @@ def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineReques
     return reservation
 
 
+def stock_reserve_by_hand(*, order_id: int, idempotency_key: str, evidence: str) -> Reservation:
+    """Record that the goods were set aside outside the system (e.g. from another warehouse):
+    a reservation without lines, which moves none of our stock, so releasing it moves none."""
+    reservation, _ = Reservation.objects.get_or_create(
+        idempotency_key=idempotency_key, defaults={"order_id": order_id, "status": Reservation.Status.RESERVED}
+    )
+    return reservation
+
+
 def stock_release(*, order_id: int, reservation_key: str, idempotency_key: str) -> Reservation:
     """Release a reservation, as new release movements. With nothing reserved yet, leave a
     released tombstone under the reservation's key, so a late reserve command cannot reserve

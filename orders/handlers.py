@@ -4,11 +4,14 @@ cancel it (the compensation of creating it)."""
 from dataclasses import dataclass
 from typing import Any
 
+from orders.models import StepOutcome
 from orders.services import order_cancel, order_confirm
 from outbox.messages import Message
+from sagas.outcomes import OutcomeBook
 from sagas.participant import saga_participant
 
 CONSUMER = "orders"
+BOOK = OutcomeBook(StepOutcome)
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,17 @@ class ConfirmOrder:
 class CancelOrder:
     order_id: int
     reason: str = ""
+    refunded_amount: int = 0
 
 
 def confirm(message: Message, _: object) -> dict[str, Any]:
     order = order_confirm(order_id=message.parse(ConfirmOrder).order_id)
+    return {"order_status": order.status}
+
+
+def confirm_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    """The operator confirmed the order and told the customer: no email from here."""
+    order = order_confirm(order_id=message.parse(ConfirmOrder).order_id, notify=False)
     return {"order_status": order.status}
 
 
@@ -33,5 +43,11 @@ def cancel(message: Message, _: object) -> dict[str, Any]:
     return {"order_status": order.status}
 
 
-saga_participant(CONSUMER, "confirm_order", handle=confirm)
-saga_participant(CONSUMER, "cancel_order", handle=cancel)
+def cancel_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    command = message.parse(CancelOrder)
+    order = order_cancel(order_id=command.order_id, reason=command.reason, notify=False)
+    return {"order_status": order.status}
+
+
+saga_participant(CONSUMER, "confirm_order", handle=confirm, book=BOOK, manual=confirm_by_hand)
+saga_participant(CONSUMER, "cancel_order", handle=cancel, book=BOOK, manual=cancel_by_hand)

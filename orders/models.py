@@ -3,6 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from sagas.outcomes import StepOutcomeBase
+
 
 class Order(models.Model):
     class Status(models.TextChoices):
@@ -127,3 +129,10 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.state})"
+
+
+class StepOutcome(StepOutcomeBase):
+    """The final outcome of each saga step key the orders context handled (sagas.outcomes)."""
+
+    class Meta:
+        verbose_name = "step outcome"

@@ -24,6 +24,7 @@ class OrderSagaData:
     reservation_id: int | None = None
     shipment_id: int | None = None
     tracking_number: str = ""
+    refunded_amount: int = 0  # what the refund gave back, for the cancellation notice
     failure_reason: str = ""  # filled by the saga engine when compensation begins
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,7 +67,8 @@ def send_confirmation(data: OrderSagaData) -> Command:
 
 
 def cancel_order(data: OrderSagaData) -> Command:
-    return Command("orders", "cancel_order", {"order_id": data.order_id, "reason": data.failure_reason})
+    payload = {"order_id": data.order_id, "reason": data.failure_reason, "refunded_amount": data.refunded_amount}
+    return Command("orders", "cancel_order", payload)
 
 
 ORDER_SAGA = register_definition(

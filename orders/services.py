@@ -144,14 +144,15 @@ def order_request_cancel(*, order: Order, reason: str = "cancelled by the custom
     return order
 
 
-def order_confirm(*, order_id: int) -> Order:
-    """The saga's last step: confirm the order and email the customer, once."""
+def order_confirm(*, order_id: int, notify: bool = True) -> Order:
+    """The saga's last step: confirm the order and email the customer, once. ``notify`` False:
+    an operator confirmed it by hand and told the customer themselves."""
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status == Order.Status.PENDING:
         order.status = Order.Status.CONFIRMED
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "updated_at"])
-    if order.status == Order.Status.CONFIRMED:
+    if order.status == Order.Status.CONFIRMED and notify:
         lines = "\n".join(f"  {line.quantity} x {line.name}" for line in order.lines.all())
         notification_send(
             order=order,
@@ -161,15 +162,16 @@ def order_confirm(*, order_id: int) -> Order:
     return order
 
 
-def order_cancel(*, order_id: int, reason: str) -> Order:
-    """The compensation of creating the order: cancel it and tell the customer, once."""
+def order_cancel(*, order_id: int, reason: str, notify: bool = True) -> Order:
+    """The compensation of creating the order: cancel it and tell the customer, once. ``notify``
+    False: an operator cancelled it by hand and told the customer themselves."""
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status == Order.Status.PENDING:
         order.status = Order.Status.CANCELLED
         order.cancel_reason = reason or "cancelled"
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
-    if order.status == Order.Status.CANCELLED:
+    if order.status == Order.Status.CANCELLED and notify:
         notification_send(
             order=order,
             kind=Notification.Kind.CANCELLATION,

@@ -53,6 +53,7 @@ def publish(
     headers: dict[str, Any] | None = None,
     delay: timedelta | None = None,
     message_id: uuid.UUID | None = None,
+    deliver_here: bool = False,
 ) -> OutboxMessage:
     """Write a message that is delivered if, and only if, the caller's transaction commits.
 
@@ -60,6 +61,10 @@ def publish(
     and names it as its cause, unless the caller says otherwise. Its traceparent is the
     current span's (the API request's, the handler's), so that its consumer's span becomes a
     child of the span that published it; without a current span, the handled message's.
+
+    ``deliver_here``: handle the message in this process right after the commit (web requests
+    included), not behind whatever waits in the broker's queue; the broker takes it if that
+    fails. Only for a message whose handler makes no outside call.
     """
     if not transaction.get_connection().in_atomic_block:
         raise OutsideTransaction(
@@ -89,7 +94,7 @@ def publish(
         seconds = delay.total_seconds()
         transaction.on_commit(lambda: nudge_relay(countdown=seconds))
     else:
-        _dispatch_after_commit().add(message)
+        _dispatch_after_commit().add(message, here=deliver_here)
     return message
 
 
@@ -106,27 +111,22 @@ class _CommitDispatch:
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.local_ids: list[int] = []
+        self.here_ids: list[int] = []
 
-    def add(self, message: OutboxMessage) -> None:
-        (self.local_ids if _deliverable_locally(message) else self.ids).append(message.pk)
+    def add(self, message: OutboxMessage, *, here: bool = False) -> None:
+        if here:
+            self.here_ids.append(message.pk)
+        else:
+            (self.local_ids if _deliverable_locally(message) else self.ids).append(message.pk)
 
     def __call__(self) -> None:
-        from outbox.relay import deliver_committed_locally, dispatch_committed
-
         if _relay_sends.get():
+            self._deliver_locally(self.here_ids)  # what it could not deliver is the relay's
             nudge_relay()
             return
-        remote = list(self.ids)
-        if self.local_ids:
-            try:
-                delivered = deliver_committed_locally(self.local_ids)
-            except Exception as exc:  # noqa: BLE001 - the broker path below takes over
-                logger.warning(
-                    "local delivery failed; sending through the broker",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-                delivered = set()
-            remote += [pk for pk in self.local_ids if pk not in delivered]
+        remote = list(self.ids) + self._deliver_locally(self.here_ids + self.local_ids)
+        from outbox.relay import dispatch_committed
+
         try:
             sent = dispatch_committed(remote)
         except Exception as exc:  # noqa: BLE001 - the relay is the safety net for any failure here
@@ -134,6 +134,22 @@ class _CommitDispatch:
             sent = 0
         if sent < len(remote):
             nudge_relay()
+
+    @staticmethod
+    def _deliver_locally(ids: list[int]) -> list[int]:
+        """Hand ``ids`` to their handlers in this process; returns those left for the broker."""
+        from outbox.relay import deliver_committed_locally
+
+        if not ids:
+            return []
+        try:
+            delivered = deliver_committed_locally(ids)
+        except Exception as exc:  # noqa: BLE001 - the broker path takes over
+            logger.warning(
+                "local delivery failed; sending through the broker", extra={"error": f"{type(exc).__name__}: {exc}"}
+            )
+            delivered = set()
+        return [pk for pk in ids if pk not in delivered]
 
 
 # Every message of every saga step is written here: one statement prepared once, rather than

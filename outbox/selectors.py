@@ -37,6 +37,11 @@ def any_unpublished(message_ids: Iterable[UUID] | QuerySet) -> bool:
     return OutboxMessage.objects.filter(message_id__in=message_ids, published_at__isnull=True).exists()
 
 
+def dead_letter_exists(*, message_id: str) -> bool:
+    """Whether this message gave up and waits as a dead letter (not replayed since)."""
+    return DeadLetter.objects.filter(message_id=message_id, status=DeadLetter.Status.DEAD).exists()
+
+
 def dead_letter_count() -> int:
     return DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count()
 

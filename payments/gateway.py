@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from django.db import connection
+from django.db import connection, transaction
 
 from config.faults import fault_fires, injected_latency
 from config.rows import mark_inserted
@@ -34,6 +34,15 @@ class GatewayUnavailable(TransientError):
     """A 5xx or a refused connection: nothing happened. Retry with the same key."""
 
 
+class ChargeAlreadyRefunded(Exception):
+    """The charge was refunded already, under another key (Stripe's charge_already_refunded):
+    nothing moved now. ``refund`` is the refund that was made."""
+
+    def __init__(self, refund: GatewayResponse) -> None:
+        super().__init__(f"charge already refunded by {refund.transaction_id}")
+        self.refund = refund
+
+
 class PaymentGateway(Protocol):
     def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> GatewayResponse: ...
 
@@ -42,6 +51,8 @@ class PaymentGateway(Protocol):
     ) -> GatewayResponse: ...
 
     def retrieve_charge(self, *, idempotency_key: str) -> GatewayResponse | None: ...
+
+    def retrieve_charge_by_id(self, *, transaction_id: str) -> GatewayResponse | None: ...
 
 
 DECLINED_TOKENS = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insufficient funds"}
@@ -79,21 +90,42 @@ class FakeGateway:
         injected_latency()
         if fault_fires("gateway_transient") or fault_fires("gateway_refund_transient"):
             raise GatewayUnavailable("gateway answered 503")
-        charge = GatewayCharge.objects.filter(transaction_id=charge_transaction_id, kind="charge").first()
-        if charge is None or not charge.succeeded:
-            raise ValueError(f"no successful charge {charge_transaction_id} to refund")
-        record = self._record(
-            idempotency_key=idempotency_key,
-            kind=GatewayCharge.Kind.REFUND,
-            amount=amount,
-            currency=currency,
-            succeeded=True,
-            charge_transaction_id=charge_transaction_id,
-        )
+        # The charge's row is locked while its refunds are looked at: a charge is refunded
+        # once, whoever asks and under whichever key, as a real provider refuses to refund
+        # more than it charged.
+        with transaction.atomic():
+            charge = (
+                GatewayCharge.objects.select_for_update()
+                .filter(transaction_id=charge_transaction_id, kind="charge")
+                .first()
+            )
+            if charge is None or not charge.succeeded:
+                raise ValueError(f"no successful charge {charge_transaction_id} to refund")
+            earlier = (
+                GatewayCharge.objects.filter(
+                    kind=GatewayCharge.Kind.REFUND, charge_transaction_id=charge_transaction_id, succeeded=True
+                )
+                .exclude(idempotency_key=idempotency_key)
+                .first()
+            )
+            if earlier is not None:
+                raise ChargeAlreadyRefunded(_response(earlier))
+            record = self._record(
+                idempotency_key=idempotency_key,
+                kind=GatewayCharge.Kind.REFUND,
+                amount=amount,
+                currency=currency,
+                succeeded=True,
+                charge_transaction_id=charge_transaction_id,
+            )
         return _response(record)
 
     def retrieve_charge(self, *, idempotency_key: str) -> GatewayResponse | None:
         record = GatewayCharge.objects.filter(idempotency_key=idempotency_key, kind="charge").first()
+        return _response(record) if record else None
+
+    def retrieve_charge_by_id(self, *, transaction_id: str) -> GatewayResponse | None:
+        record = GatewayCharge.objects.filter(transaction_id=transaction_id, kind="charge").first()
         return _response(record) if record else None
 
     def _record(self, *, idempotency_key: str, **fields: object) -> GatewayCharge:

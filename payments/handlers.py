@@ -5,20 +5,36 @@ step; a crash after the call and before the commit is repaired by the redelivery
 again with the same key and getting the same charge.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
 from config import tracing
+from outbox.consumer import register
 from outbox.messages import Message
-from payments.gateway import GatewayResponse, get_gateway
-from payments.models import Payment
-from payments.services import payment_record_charge, payment_record_refund, provider_key
+from outbox.publishing import publish
+from payments.gateway import ChargeAlreadyRefunded, GatewayResponse, get_gateway
+from payments.models import Payment, StepOutcome
+from payments.services import (
+    payment_record_charge,
+    payment_record_charge_by_hand,
+    payment_record_late_charge_refund,
+    payment_record_refund,
+    payment_record_refund_by_hand,
+    provider_key,
+)
 from sagas.messages import command_meta
+from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 from sagas.participant import saga_participant
 
 CONSUMER = "payments"
+BOOK = OutcomeBook(StepOutcome)
+REFUND_LATE_CHARGE = "refund_late_charge"
+# The provider's ids, as an operator pastes them from its console into their evidence.
+CHARGE_ID = re.compile(r"\bch_[A-Za-z0-9]+\b")
+REFUND_ID = re.compile(r"\bre_[A-Za-z0-9]+\b")
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,13 @@ class ChargePayment:
 class RefundPayment:
     order_id: int
     charge_key: str
+
+
+@dataclass(frozen=True)
+class RefundLateCharge:
+    order_id: int
+    charge_key: str
+    transaction_id: str
 
 
 def charge_call(message: Message) -> GatewayResponse | None:
@@ -57,27 +80,75 @@ def charge(message: Message, response: GatewayResponse | None) -> dict[str, Any]
     return {"payment_id": payment.pk}
 
 
+def charge_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    command = message.parse(ChargePayment)
+    found = CHARGE_ID.search(evidence)
+    payment = payment_record_charge_by_hand(
+        order_id=command.order_id,
+        step_key=command_meta(message).idempotency_key,
+        amount=command.amount,
+        currency=command.currency,
+        charge_id=found.group(0) if found else "",
+    )
+    return {"payment_id": payment.pk}
+
+
+def charge_landed_late(message: Message, response: GatewayResponse | None, record: OutcomeRecord) -> None:
+    """The gateway charged this copy after the step was compensated or done by hand: refund
+    that charge, through a command of our own (the gateway is never called inside this
+    transaction). Its handler finds out whether the compensation refunded it already."""
+    if response is None or not response.is_success or record.outcome not in (Decision.COMPENSATED, Decision.MANUAL):
+        return
+    command = message.parse(ChargePayment)
+    key = command_meta(message).idempotency_key
+    publish(
+        type=REFUND_LATE_CHARGE,
+        destination=CONSUMER,
+        aggregate="payment",
+        aggregate_id=key,
+        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=response.transaction_id),
+    )
+
+
 @dataclass(frozen=True)
 class RefundCall:
     charge: GatewayResponse | None
     refund: GatewayResponse | None
+    # The charge id looked up at the gateway, when our books held one (else the saga's key).
+    looked_up_charge_id: str = ""
+
+
+def _refund_charge(*, charged: GatewayResponse | None, refund_key: str) -> RefundCall:
+    """Refund a charge the gateway made, once: one that another key refunded already (an
+    operator in the provider's console, a late-charge refund) is that refund."""
+    if charged is None or not charged.is_success:
+        return RefundCall(charge=charged, refund=None)
+    with tracing.span("gateway refund", kind=SpanKind.CLIENT, attributes={"backoffice.provider_key": refund_key}):
+        try:
+            refund = get_gateway().refund(
+                idempotency_key=refund_key,
+                charge_transaction_id=charged.transaction_id,
+                amount=charged.amount,
+                currency=charged.currency,
+            )
+        except ChargeAlreadyRefunded as already:
+            refund = already.refund
+    return RefundCall(charge=charged, refund=refund)
 
 
 def refund_call(message: Message) -> RefundCall:
     command = message.parse(RefundPayment)
     gateway = get_gateway()
-    key = provider_key(command_meta(message).idempotency_key)
-    with tracing.span("gateway refund", kind=SpanKind.CLIENT, attributes={"backoffice.provider_key": key}):
+    payment = Payment.objects.filter(idempotency_key=command.charge_key).first()
+    looked_up = ""
+    if payment is not None and payment.status == Payment.Status.CHARGED and payment.provider_charge_id:
+        # The charge our books hold, whoever made it: the saga's own, or one made by hand.
+        looked_up = payment.provider_charge_id
+        charged = gateway.retrieve_charge_by_id(transaction_id=looked_up)
+    else:
         charged = gateway.retrieve_charge(idempotency_key=provider_key(command.charge_key))
-        if charged is None or not charged.is_success:
-            return RefundCall(charge=charged, refund=None)
-        refund = gateway.refund(
-            idempotency_key=key,
-            charge_transaction_id=charged.transaction_id,
-            amount=charged.amount,
-            currency=charged.currency,
-        )
-    return RefundCall(charge=charged, refund=refund)
+    call = _refund_charge(charged=charged, refund_key=provider_key(command_meta(message).idempotency_key))
+    return RefundCall(charge=call.charge, refund=call.refund, looked_up_charge_id=looked_up)
 
 
 def refund(message: Message, call: RefundCall) -> dict[str, Any]:
@@ -88,9 +159,47 @@ def refund(message: Message, call: RefundCall) -> dict[str, Any]:
         refund_key=command_meta(message).idempotency_key,
         charge=call.charge,
         refund=call.refund,
+        looked_up_charge_id=call.looked_up_charge_id,
     )
-    return {"refunded_payment_status": payment.status}
+    return {"refunded_payment_status": payment.status, "refunded_amount": payment.refunded_amount}
 
 
-saga_participant(CONSUMER, "charge_payment", handle=charge, prepare=charge_call)
-saga_participant(CONSUMER, "refund_payment", handle=refund, prepare=refund_call)
+def refund_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    command = message.parse(RefundPayment)
+    found = REFUND_ID.search(evidence)
+    payment = payment_record_refund_by_hand(
+        order_id=command.order_id,
+        charge_key=command.charge_key,
+        refund_key=command_meta(message).idempotency_key,
+        reference=found.group(0) if found else f"by hand: {evidence}"[:100],
+    )
+    return {"refunded_payment_status": payment.status, "refunded_amount": payment.refunded_amount}
+
+
+def refund_late_call(message: Message) -> RefundCall:
+    command = message.parse(RefundLateCharge)
+    recorded = Payment.objects.filter(idempotency_key=command.charge_key).first()
+    if recorded is not None and recorded.provider_charge_id == command.transaction_id:
+        return RefundCall(charge=None, refund=None)  # our books hold this charge: never refund it from here
+    charged = get_gateway().retrieve_charge_by_id(transaction_id=command.transaction_id)
+    return _refund_charge(charged=charged, refund_key=provider_key(f"{command.charge_key}:late"))
+
+
+def refund_late(message: Message, call: RefundCall) -> None:
+    command = message.parse(RefundLateCharge)
+    payment_record_late_charge_refund(
+        order_id=command.order_id, charge_key=command.charge_key, charge=call.charge, refund=call.refund
+    )
+
+
+saga_participant(
+    CONSUMER,
+    "charge_payment",
+    handle=charge,
+    prepare=charge_call,
+    book=BOOK,
+    manual=charge_by_hand,
+    late_effect=charge_landed_late,
+)
+saga_participant(CONSUMER, "refund_payment", handle=refund, prepare=refund_call, book=BOOK, manual=refund_by_hand)
+register(CONSUMER, REFUND_LATE_CHARGE, handle=refund_late, prepare=refund_late_call)

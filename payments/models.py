@@ -2,6 +2,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from sagas.outcomes import StepOutcomeBase
+
 
 class Payment(models.Model):
     """Our record of one order's payment. Money moves only as ledger entries."""
@@ -23,6 +25,11 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"payment {self.pk} for order {self.order_id}: {self.status}"
+
+    @property
+    def refunded_amount(self) -> int:
+        """A refund always gives back the whole charge."""
+        return self.amount if self.status == self.Status.REFUNDED else 0
 
 
 class LedgerEntry(models.Model):
@@ -76,3 +83,10 @@ class GatewayCharge(models.Model):
 
     def __str__(self) -> str:
         return f"gateway {self.kind} {self.transaction_id}"
+
+
+class StepOutcome(StepOutcomeBase):
+    """The final outcome of each saga step key the payments context handled (sagas.outcomes)."""
+
+    class Meta:
+        verbose_name = "step outcome"

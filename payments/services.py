@@ -3,6 +3,7 @@ these functions record their results."""
 
 from django.db.models.functions import Now
 
+from outbox.exceptions import TransientError
 from payments.gateway import GatewayResponse
 from payments.models import LedgerEntry, Payment
 from sagas.exceptions import BusinessFailure
@@ -42,6 +43,34 @@ def payment_record_charge(*, order_id: int, step_key: str, response: GatewayResp
     return payment
 
 
+def payment_record_charge_by_hand(
+    *, order_id: int, step_key: str, amount: int, currency: str, charge_id: str
+) -> Payment:
+    """Record a charge an operator made in the provider's console. Its id is the evidence a
+    refund acts on later; without one, the charge cannot be refunded through the gateway, so
+    the record is refused rather than kept as money nobody can find."""
+    if not charge_id:
+        raise BusinessFailure("give the provider's charge id (ch_...) as evidence of a charge made by hand")
+    payment = Payment.objects.create(
+        order_id=order_id,
+        idempotency_key=step_key,
+        provider_charge_id=charge_id,
+        amount=amount,
+        currency=currency,
+        status=Payment.Status.CHARGED,
+    )
+    LedgerEntry.objects.create(
+        payment=payment,
+        order_id=order_id,
+        kind=LedgerEntry.Kind.CHARGE,
+        amount=amount,
+        currency=currency,
+        idempotency_key=f"{provider_key(step_key)}:by-hand",
+        provider_reference=charge_id,
+    )
+    return payment
+
+
 def payment_record_refund(
     *,
     order_id: int,
@@ -49,9 +78,15 @@ def payment_record_refund(
     refund_key: str,
     charge: GatewayResponse | None,
     refund: GatewayResponse | None,
+    looked_up_charge_id: str = "",
 ) -> Payment:
     """Record a refund as a new ledger entry. With no charge at the gateway, leave a voided
-    payment under the charge key so that a late charge command is refused."""
+    payment under the charge key so that a late charge command is refused.
+
+    Never reports a refund that did not happen: a charge in our books with no refund made is
+    either one recorded while the refund was being made (delivered again, the refund finds it)
+    or one the gateway does not know (``looked_up_charge_id`` was asked for and not found), which
+    only an operator can undo."""
     payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
     if payment is None:
         if charge is None or not charge.is_success:
@@ -65,8 +100,15 @@ def payment_record_refund(
         # The gateway charged but our record never committed (e.g. the step timed out for good):
         # record the charge now, so the ledger agrees with the gateway, then the refund.
         payment = payment_record_charge(order_id=order_id, step_key=charge_key, response=charge)
-    if payment.status != Payment.Status.CHARGED or refund is None:
+    if payment.status != Payment.Status.CHARGED:
         return payment
+    if refund is None:
+        if looked_up_charge_id and looked_up_charge_id == payment.provider_charge_id:
+            raise BusinessFailure(
+                f"charge {payment.provider_charge_id} is not known to the gateway, so it cannot be refunded"
+                " through it: refund it by hand"
+            )
+        raise TransientError("the charge was recorded while it was being refunded; refunding again")
     LedgerEntry.objects.create(
         payment=payment,
         order_id=order_id,
@@ -79,3 +121,83 @@ def payment_record_refund(
     Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.REFUNDED, updated_at=Now())
     payment.status = Payment.Status.REFUNDED
     return payment
+
+
+def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key: str, reference: str) -> Payment:
+    """Record a refund an operator made in the provider's console, as the ledger entry the
+    saga's refund would have written (the provider's refund id as its reference)."""
+    payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
+    if payment is None:
+        return Payment.objects.create(
+            order_id=order_id, idempotency_key=charge_key, amount=0, currency="XXX", status=Payment.Status.VOIDED
+        )
+    if payment.status != Payment.Status.CHARGED:
+        return payment
+    LedgerEntry.objects.create(
+        payment=payment,
+        order_id=order_id,
+        kind=LedgerEntry.Kind.REFUND,
+        amount=payment.amount,
+        currency=payment.currency,
+        idempotency_key=f"{provider_key(refund_key)}:by-hand",
+        provider_reference=reference,
+    )
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.REFUNDED, updated_at=Now())
+    payment.status = Payment.Status.REFUNDED
+    return payment
+
+
+def payment_record_late_charge_refund(
+    *, order_id: int, charge_key: str, charge: GatewayResponse | None, refund: GatewayResponse | None
+) -> None:
+    """Book a charge that landed after its step was compensated or done by hand, and its
+    refund, so that the ledger says what the gateway did: net nothing."""
+    if charge is None or not charge.is_success or refund is None:
+        return
+    payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
+    if payment is not None and payment.provider_charge_id == charge.transaction_id:
+        return  # the compensation found this charge and refunded it
+    late_key = f"{charge_key}:late"
+    if payment is not None and payment.status == Payment.Status.VOIDED and not payment.provider_charge_id:
+        # The compensation's tombstone becomes the record of the charge it could not see.
+        Payment.objects.filter(pk=payment.pk).update(
+            provider_charge_id=charge.transaction_id,
+            amount=charge.amount,
+            currency=charge.currency,
+            status=Payment.Status.REFUNDED,
+            updated_at=Now(),
+        )
+        charge_entry_key = provider_key(charge_key)
+    else:
+        # The step was done by hand with another charge: this one is a payment of its own.
+        payment, created = Payment.objects.get_or_create(
+            idempotency_key=late_key,
+            defaults={
+                "order_id": order_id,
+                "provider_charge_id": charge.transaction_id,
+                "amount": charge.amount,
+                "currency": charge.currency,
+                "status": Payment.Status.REFUNDED,
+            },
+        )
+        if not created:
+            return
+        charge_entry_key = f"{provider_key(charge_key)}:late-charge"
+    LedgerEntry.objects.create(
+        payment=payment,
+        order_id=order_id,
+        kind=LedgerEntry.Kind.CHARGE,
+        amount=charge.amount,
+        currency=charge.currency,
+        idempotency_key=charge_entry_key,
+        provider_reference=charge.transaction_id,
+    )
+    LedgerEntry.objects.create(
+        payment=payment,
+        order_id=order_id,
+        kind=LedgerEntry.Kind.REFUND,
+        amount=refund.amount,
+        currency=refund.currency,
+        idempotency_key=provider_key(late_key),
+        provider_reference=refund.transaction_id,
+    )

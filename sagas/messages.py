@@ -8,6 +8,9 @@ from outbox.messages import Message
 
 ORCHESTRATOR = "sagas"
 REPLY_TYPE = "saga_reply"
+# In a failure reply's data: the books refused an operator's record by hand (e.g. no evidence
+# they can act on). The step itself did not fail: the saga goes back to the operator.
+BY_HAND_REFUSED = "by_hand_refused"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class CommandMeta:
     phase: str
     attempt: int
     idempotency_key: str
+    # A compensation names the key of the step it undoes, so that it can fence that step.
+    compensates: str = ""
+    # Set on the copy an operator's "done by hand" sends: who, why, and the evidence.
+    manual: dict[str, Any] | None = None
 
 
 def command_meta(message: Message) -> CommandMeta:
@@ -44,6 +51,16 @@ def command_meta(message: Message) -> CommandMeta:
             phase=str(headers["phase"]),
             attempt=int(headers["attempt"]),
             idempotency_key=str(headers["idempotency_key"]),
+            compensates=str(headers.get("compensates") or ""),
+            manual=_manual(headers.get("manual")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PoisonMessage(f"a saga command needs saga headers: {exc}") from None
+
+
+def _manual(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("the manual header is not an object")
+    return value

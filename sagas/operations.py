@@ -22,14 +22,14 @@ from django.utils import timezone
 
 from config.logging import bind_context, reset_context
 from outbox.models import DeadLetter, OutboxMessage
+from outbox.selectors import dead_letter_exists
 from outbox.services import ReplayRefused, dead_letter_replay
 from sagas.audit import audit_record
 from sagas.definition import SagaDefinition, StepKind, definition_for
 from sagas.exceptions import SagaActionRefused
 from sagas.locks import lock_saga
-from sagas.messages import SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
-from sagas.orchestrator import _begin_compensation, _on_success, _send
+from sagas.orchestrator import _begin_compensation, _send
 from sagas.rows import saga_save
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,9 @@ def saga_action_preview(*, saga: SagaInstance, action: str) -> str:
         done = [*saga.completed_steps, *([] if step in saga.completed_steps else [step])]
         chain = [name for name in reversed(done) if definition.step(name).compensation is not None]
         return (
-            f"Stops forward progress now. {step} never answered, so it is treated as possibly done and compensated"
-            " too (its compensation copes with nothing to undo)."
+            f"Stops forward progress now. {_fate_in_words(saga)} {step} is treated as possibly done and compensated"
+            " too: its compensation undoes what took effect and fences the step, so a copy that arrives later"
+            " takes no effect, and one whose outside call lands anyway is undone by its participant."
             f" Compensations, in order: {', '.join(chain) or 'none'}."
         )
     if action == SagaAction.MARK_STEP_DONE:
@@ -147,18 +148,31 @@ def saga_action_preview(*, saga: SagaInstance, action: str) -> str:
             then = f"sends {following} next" if following else "completes the saga"
         else:
             then = "sends the next compensation, or ends the saga compensated"
-        in_flight = ""
-        if saga.state != SagaState.FAILED and not saga.stuck:
-            in_flight = (
-                f" Attempt {saga.attempt} is still in flight: if it takes effect too, the step is done twice"
-                " unless your manual action used the same idempotency key."
-            )
         return (
-            f"Records {step} ({phase}) as done outside the system, with your evidence, and continues as if it had"
-            f" succeeded: the saga {then}. Only do this when the effect really happened (e.g. refunded in the"
-            " provider's console)." + in_flight
+            f"Sends your record of {step} ({phase}), with your evidence, to its participant, which keeps it under"
+            f" the step's key {saga.step_key(step, phase)}. {_fate_in_words(saga)} If no copy of the step decided"
+            f" first, your record is final: every later copy does nothing, and the saga {then}. If a copy decided"
+            " first, the participant answers with that outcome and the saga follows it. Only do this when the"
+            " effect really happened (e.g. refunded in the provider's console), and give the provider's id."
         )
     raise ValueError(f"unknown saga action {action!r}")
+
+
+def _fate_in_words(saga: SagaInstance) -> str:
+    attempt, fate = attempt_fate(saga)
+    if attempt is None:
+        return "No attempt of it was sent."
+    if fate == "answered":
+        return f"Its last attempt, {attempt.attempt}, was answered ({attempt.outcome}): nothing of it is in flight."
+    if fate == "dead_lettered":
+        return (
+            f"Its last attempt, {attempt.attempt}, gave up as a dead letter: nothing is in flight unless it is"
+            " replayed."
+        )
+    return (
+        f"Its last attempt, {attempt.attempt}, was sent and has neither been answered nor dead-lettered: it is"
+        " still in flight and may take effect."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -352,8 +366,9 @@ def _refusal(
 
 
 def saga_position(saga: SagaInstance) -> str:
-    """What an action form carries to detect that the saga moved on: its step and phase."""
-    return f"{saga.current_step}/{saga.phase}"
+    """What an action form carries to detect that the saga moved on: its step, phase and
+    attempt (a record by hand or a resend sent since the page was loaded is a move too)."""
+    return f"{saga.current_step}/{saga.phase}/{saga.attempt}"
 
 
 def _clear_stuck(saga: SagaInstance) -> None:
@@ -395,39 +410,40 @@ def _retry_compensation(saga: SagaInstance, definition: SagaDefinition, **_: str
 def _mark_step_done(
     saga: SagaInstance, definition: SagaDefinition, *, actor_name: str, reason: str, evidence: str
 ) -> str:
+    """Send the operator's record to the participant as a copy of the step, under its key.
+
+    The participant decides it under the lock on that key, like any copy: recorded first, it is
+    final and a late or replayed copy then does nothing; if an automatic copy decided first,
+    the participant answers with that outcome and the saga follows it. The saga moves on when
+    the answer comes, which the record's delivery in this process brings within moments.
+    """
     step = definition.step(saga.current_step)
-    phase = saga.phase
-    done = f"{step.name} ({phase})"
-    manual_reply = {"outcome": Outcome.MANUAL, "by": actor_name, "reason": reason, "evidence": evidence}
-    row = SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, attempt=saga.attempt).first()
-    now = timezone.now()
-    if row is not None and row.outcome == Outcome.PENDING:
-        # The attempt in flight is the one resolved; its late reply, if any, is ignored.
-        row.outcome, row.reply, row.replied_at = Outcome.MANUAL, manual_reply, now
-        row.save(update_fields=["outcome", "reply", "replied_at"])
-    else:
-        # The last attempt already failed (the saga is stuck or failed): the resolution is an
-        # attempt of its own, without a command.
-        saga.attempt += 1
-        SagaStep.objects.create(
-            saga=saga,
-            step=step.name,
-            phase=phase,
-            attempt=saga.attempt,
-            idempotency_key=saga.step_key(step.name, phase),
-            outcome=Outcome.MANUAL,
-            reply=manual_reply,
-            replied_at=now,
-        )
     if saga.state == SagaState.FAILED:
         saga.state = SagaState.COMPENSATING
         saga.finished_at = None
+    phase = saga.phase
     _clear_stuck(saga)
-    reply = SagaReply(saga_id=str(saga.id), step=step.name, phase=phase, attempt=saga.attempt, outcome=Outcome.SUCCESS)
-    _on_success(saga, definition, step, reply)
-    if saga.is_terminal:
-        return f"{done} done by hand; the saga is {saga.state}"
-    return f"{done} done by hand; next: {saga.current_step} ({saga.phase}) attempt {saga.attempt}"
+    _send(saga, definition, new_step=True, manual={"by": actor_name, "reason": reason, "evidence": evidence})
+    return (
+        f"{step.name} ({phase}) sent to its participant as done by hand, attempt {saga.attempt} under key"
+        f" {saga.step_key(step.name, phase)}; the saga goes on when the participant records it"
+    )
+
+
+def attempt_fate(saga: SagaInstance) -> tuple[SagaStep | None, str]:
+    """The current step's last attempt and what became of it: ``answered``, ``dead_lettered``
+    (its command gave up; a replay would run it again) or ``in_flight`` (neither: it may still
+    take effect, whatever the stuck flag says)."""
+    if not saga.current_step:
+        return None, "none"
+    attempt = SagaStep.objects.filter(saga=saga, step=saga.current_step, phase=saga.phase).order_by("-attempt").first()
+    if attempt is None:
+        return None, "none"
+    if attempt.command_message_id and dead_letter_exists(message_id=str(attempt.command_message_id)):
+        return attempt, "dead_lettered"
+    if attempt.reply is not None:
+        return attempt, "answered"
+    return attempt, "in_flight"
 
 
 def _actor_name(actor: Actor) -> str:

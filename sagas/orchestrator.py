@@ -25,7 +25,7 @@ from outbox.publishing import publish
 from outbox.selectors import any_unpublished
 from sagas.definition import SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
-from sagas.messages import ORCHESTRATOR, SagaReply
+from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.rows import saga_insert, saga_save, step_record_reply, step_record_sent
 from sagas.tracing import traced_step
@@ -130,10 +130,23 @@ def _apply(reply: SagaReply, message: Message) -> None:
 
     metrics.saga_step_done(step=reply.step, phase=reply.phase, outcome=reply.outcome, started_at=saga.step_started_at)
     step = definition.step(reply.step)
-    if reply.outcome == Outcome.SUCCESS:
+    if reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL):
         _on_success(saga, definition, step, reply)
+    elif reply.outcome == Outcome.BUSINESS_FAILURE and reply.data.get(BY_HAND_REFUSED):
+        # The participant's books refused the operator's record; nothing was decided, and the
+        # saga goes back to the operator as it was.
+        refused = f"{step.name} ({saga.phase}) could not be recorded as done by hand: {reply.error}"
+        if saga.phase == Phase.COMPENSATION:
+            saga.state, saga.finished_at, saga.failure_reason = SagaState.FAILED, timezone.now(), refused
+            SagaEvent.objects.create(saga=saga, kind="manual_refused", detail=refused)
+        else:
+            _flag_stuck(saga, refused)
     elif reply.outcome == Outcome.BUSINESS_FAILURE and saga.phase == Phase.FORWARD and step.kind != StepKind.RETRIABLE:
         _begin_compensation(saga, definition, reason=reply.error or f"{step.name} failed")
+    elif reply.outcome == Outcome.BUSINESS_FAILURE and saga.phase == Phase.COMPENSATION:
+        # The participant cannot undo the step (e.g. a charge made by hand that the gateway does
+        # not know): retrying cannot help, and reporting it undone would be a lie.
+        _retry_or_escalate(saga, definition, step, error=reply.error, exhausted=True)
     else:
         _retry_or_escalate(saga, definition, step, error=reply.error or reply.outcome)
     saga_save(saga)
@@ -242,10 +255,17 @@ def _command_waits_in_outbox(saga: SagaInstance) -> bool:
 
 @traced_step
 def _send(
-    saga: SagaInstance, definition: SagaDefinition, *, new_step: bool, delay: timedelta | None = None
+    saga: SagaInstance,
+    definition: SagaDefinition,
+    *,
+    new_step: bool,
+    delay: timedelta | None = None,
+    manual: dict[str, str] | None = None,
 ) -> SagaStep:
     """Publish the command of the current step (or its compensation) as a new attempt; returns
-    its row of the step log."""
+    its row of the step log. ``manual``: the copy an operator's "done by hand" sends, carrying
+    who, why and the evidence, for the participant to record under the step's key; it is
+    handled in this process right after the commit, ahead of any backlog of copies."""
     step = definition.step(saga.current_step)
     phase = saga.phase
     builder = step.action if phase == Phase.FORWARD else step.compensation
@@ -257,22 +277,30 @@ def _send(
         )
     saga.attempt += 1
     key = saga.step_key(step.name, phase)
+    headers: dict[str, Any] = {
+        "saga_id": str(saga.id),
+        "step": step.name,
+        "phase": phase,
+        "attempt": saga.attempt,
+        "idempotency_key": key,
+        "reply_to": ORCHESTRATOR,
+    }
+    if phase == Phase.COMPENSATION:
+        headers["compensates"] = saga.step_key(step.name, Phase.FORWARD)
+    if manual is not None:
+        headers["manual"] = manual
     message = publish(
         type=command.type,
         destination=command.destination,
         payload=command.payload,
-        aggregate="saga",
-        aggregate_id=saga.id,
+        # A record by hand is not ordered behind the saga's other messages: it must overtake
+        # a copy of the step still waiting in the outbox, which then finds it decided.
+        aggregate="saga" if manual is None else "saga_step",
+        aggregate_id=saga.id if manual is None else key,
         correlation_id=str(saga.id),
-        headers={
-            "saga_id": str(saga.id),
-            "step": step.name,
-            "phase": phase,
-            "attempt": saga.attempt,
-            "idempotency_key": key,
-            "reply_to": ORCHESTRATOR,
-        },
+        headers=headers,
         delay=delay,
+        deliver_here=manual is not None,
     )
     attempt = step_record_sent(
         saga_id=saga.id,

@@ -1,7 +1,8 @@
 """Registering a context's handler for a saga command, replying to the orchestrator.
 
-The handler's effect, its inbox row and the reply commit in one transaction. A business
-failure commits the reply (and the inbox row) alone, so the orchestrator compensates at once:
+The handler's effect, its inbox row, the final outcome under its step key (sagas.outcomes)
+and the reply commit in one transaction. A business failure commits the reply, the inbox row
+and the refusal alone, so the orchestrator compensates at once:
 a handler decides before it writes, and raises BusinessFailure only before its first write.
 One that breaks the rule has its whole delivery rolled back and retried, never a partial
 effect committed (this replaces a savepoint per command: two round trips).
@@ -20,10 +21,29 @@ from outbox.consumer import register
 from outbox.messages import Message, as_payload
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
-from sagas.messages import ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta
-from sagas.models import Outcome
+from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta
+from sagas.models import Outcome, Phase
+from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 
 CommandHandler = Callable[[Message, Any], dict[str, Any] | None]
+# Records an operator's "done by hand" in the context's own books, from the evidence given;
+# never calls the outside world. Raises BusinessFailure when the books refuse it.
+ManualHandler = Callable[[Message, str], dict[str, Any] | None]
+# Called when a forward copy finds its step already decided (compensated, done by hand) after
+# its outside call may have taken effect: it undoes that effect, e.g. by publishing a command
+# that refunds the charge the call just made.
+LateEffectHandler = Callable[[Message, Any, OutcomeRecord], None]
+
+
+class _Decided:
+    """What a guarded ``prepare`` hands on when the step was decided before the call: no
+    outside call was made."""
+
+    def __repr__(self) -> str:
+        return "DECIDED"
+
+
+DECIDED = _Decided()
 
 
 def saga_participant(
@@ -31,23 +51,77 @@ def saga_participant(
     type: str,
     *,
     handle: CommandHandler,
+    book: OutcomeBook,
     prepare: Callable[[Message], Any] | None = None,
+    manual: ManualHandler | None = None,
+    late_effect: LateEffectHandler | None = None,
 ) -> None:
+    """Register a saga command's handler, deciding its step key once (see sagas.outcomes).
+
+    ``handle`` runs only while the step is undecided, under the lock on its key; its data, or
+    its business failure, is recorded as the key's final outcome and given to every later copy.
+    A copy marked as done by hand (the ``manual`` header an operator's action sets) runs
+    ``manual`` instead, without any outside call.
+    """
+
+    def guarded_prepare(message: Message) -> Any:
+        meta = command_meta(message)
+        if meta.manual is not None or book.peek(meta.idempotency_key):
+            return DECIDED  # nothing to ask the outside world: the books answer
+        return prepare(message)
+
     def handle_command(message: Message, prepared: Any) -> None:
-        command_meta(message)  # a command without saga headers is a poison message
+        meta = command_meta(message)  # a command without saga headers is a poison message
+        # The step being undone is locked first, then the compensation's own key: always in
+        # that order, so a forward copy and a compensation never deadlock.
+        undone = book.lock(meta.compensates) if meta.phase == Phase.COMPENSATION and meta.compensates else None
+        record = book.lock(meta.idempotency_key)
+        if record.decided:
+            if late_effect is not None and meta.phase == Phase.FORWARD and prepared is not DECIDED:
+                late_effect(message, prepared, record)
+            _reply_recorded(message, record)
+            return
+        if prepared is DECIDED and meta.manual is None:
+            # Decided when peeked, undecided under the lock: only a rolled-back decision does
+            # that. Deliver again, so that the outside call is made if it is still needed.
+            raise StepUndecided(f"{meta.idempotency_key} was decided when peeked and is not now")
         watch = _WriteWatch()
         try:
             with transaction.get_connection().execute_wrapper(watch):
-                data = handle(message, prepared) or {}
+                if meta.manual is not None:
+                    if manual is None:
+                        raise BusinessFailure(f"{consumer}/{type} cannot be recorded as done by hand")
+                    data = manual(message, str(meta.manual.get("evidence", ""))) or {}
+                else:
+                    data = handle(message, prepared) or {}
         except BusinessFailure as failure:
             if watch.wrote:
                 raise HandlerWroteBeforeFailing(
                     f"{consumer}/{type} wrote before raising a business failure ({failure.reason}); "
                     "its writes cannot be kept beside a failure reply"
                 ) from failure
-            _reply(message, Outcome.BUSINESS_FAILURE, error=failure.reason)
+            if meta.phase == Phase.FORWARD and meta.manual is None:
+                # Final: a replayed or resent copy answers the same refusal, and never takes
+                # the stock, money or shipment this copy was refused.
+                book.decide(record, Decision.REFUSED, error=failure.reason, message_id=message.message_id)
+            # A compensation that cannot undo, or a record by hand the books refuse, decides
+            # nothing: the saga goes back to an operator, who can still resolve the key.
+            data = {BY_HAND_REFUSED: True} if meta.manual is not None else None
+            _reply(message, Outcome.BUSINESS_FAILURE, data=data, error=failure.reason)
             return
-        _reply(message, Outcome.SUCCESS, data=data)
+        by_hand = meta.manual is not None
+        book.decide(
+            record,
+            Decision.MANUAL if by_hand else Decision.DONE,
+            data=data,
+            evidence=str(meta.manual.get("evidence", "")) if by_hand else "",
+            decided_by=str(meta.manual.get("by", "")) if by_hand else "",
+            message_id=message.message_id,
+        )
+        if undone is not None and not undone.decided:
+            # Undone before it ever took effect: fenced, so a late copy of it does nothing.
+            book.decide(undone, Decision.COMPENSATED, message_id=message.message_id)
+        _reply(message, Outcome.MANUAL if by_hand else Outcome.SUCCESS, data=data)
 
     def on_dead_letter(message: Message, reason: str) -> None:
         try:
@@ -56,7 +130,31 @@ def saga_participant(
             return
         _reply(message, Outcome.TECHNICAL_FAILURE, error=reason)
 
-    register(consumer, type, handle=handle_command, prepare=prepare, on_dead_letter=on_dead_letter)
+    # Without an outside call there is nothing to guard, and the handler stays deliverable
+    # in the process that published its command (outbox.publishing._deliverable_locally).
+    register(
+        consumer,
+        type,
+        handle=handle_command,
+        prepare=guarded_prepare if prepare is not None else None,
+        on_dead_letter=on_dead_letter,
+    )
+
+
+class StepUndecided(RuntimeError):
+    """A transient inconsistency between a peek and the lock; the delivery is retried."""
+
+
+def _reply_recorded(message: Message, record: OutcomeRecord) -> None:
+    """Answer a later copy with the outcome recorded under its key, changing nothing."""
+    if record.outcome == Decision.REFUSED:
+        _reply(message, Outcome.BUSINESS_FAILURE, error=record.error)
+    elif record.outcome == Decision.COMPENSATED:
+        _reply(message, Outcome.BUSINESS_FAILURE, error="the step was compensated before it took effect")
+    elif record.outcome == Decision.MANUAL:
+        _reply(message, Outcome.MANUAL, data=record.data)
+    else:
+        _reply(message, Outcome.SUCCESS, data=record.data)
 
 
 class HandlerWroteBeforeFailing(RuntimeError):

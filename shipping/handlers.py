@@ -6,14 +6,27 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from config import tracing
+from outbox.consumer import register
+from outbox.exceptions import TransientError
 from outbox.messages import Message
+from outbox.publishing import publish
+from sagas.exceptions import BusinessFailure
 from sagas.messages import command_meta
+from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 from sagas.participant import saga_participant
 from shipping.carrier import CarrierResponse, get_carrier
-from shipping.models import Shipment
-from shipping.services import carrier_key, shipment_cancel, shipment_record
+from shipping.models import Shipment, StepOutcome
+from shipping.services import (
+    carrier_key,
+    shipment_cancel,
+    shipment_record,
+    shipment_record_by_hand,
+    shipment_record_late_cancel,
+)
 
 CONSUMER = "shipping"
+BOOK = OutcomeBook(StepOutcome)
+CANCEL_LATE_SHIPMENT = "cancel_late_shipment"
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,14 @@ class CreateShipment:
 class CancelShipment:
     order_id: int
     shipment_key: str
+
+
+@dataclass(frozen=True)
+class CancelLateShipment:
+    order_id: int
+    shipment_key: str
+    reference: str
+    tracking_number: str
 
 
 def create_call(message: Message) -> CarrierResponse | None:
@@ -48,6 +69,38 @@ def create(message: Message, response: CarrierResponse | None) -> dict[str, Any]
     return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
 
 
+def create_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+    command = message.parse(CreateShipment)
+    shipment = shipment_record_by_hand(
+        order_id=command.order_id,
+        step_key=command_meta(message).idempotency_key,
+        address=command.address,
+        evidence=evidence,
+    )
+    return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
+
+
+def create_landed_late(message: Message, response: CarrierResponse | None, record: OutcomeRecord) -> None:
+    """The carrier booked this copy's shipment after the step was compensated or done by hand:
+    cancel that booking, through a command of our own, so that no parcel leaves for an order
+    that no longer wants it (or twice)."""
+    if response is None or not response.accepted or record.outcome not in (Decision.COMPENSATED, Decision.MANUAL):
+        return
+    command = message.parse(CreateShipment)
+    publish(
+        type=CANCEL_LATE_SHIPMENT,
+        destination=CONSUMER,
+        aggregate="shipment",
+        aggregate_id=command_meta(message).idempotency_key,
+        payload=CancelLateShipment(
+            order_id=command.order_id,
+            shipment_key=command_meta(message).idempotency_key,
+            reference=response.reference,
+            tracking_number=response.tracking_number,
+        ),
+    )
+
+
 def cancel_call(message: Message) -> bool:
     command = message.parse(CancelShipment)
     key = carrier_key(command.shipment_key)
@@ -55,11 +108,53 @@ def cancel_call(message: Message) -> bool:
         return get_carrier().cancel_shipment(idempotency_key=key)
 
 
-def cancel(message: Message, _: bool) -> dict[str, Any]:
+def cancel(message: Message, cancelled_at_carrier: bool) -> dict[str, Any]:
+    command = message.parse(CancelShipment)
+    shipment = Shipment.objects.filter(idempotency_key=command.shipment_key).first()
+    if shipment is not None and shipment.status == Shipment.Status.CREATED:
+        if not shipment.carrier_reference:
+            raise BusinessFailure(
+                "the shipment was booked by hand, outside the carrier's interface: cancel it by hand with the carrier"
+            )
+        if not cancelled_at_carrier:
+            # Booked at the carrier after our cancel call found nothing there: deliver again,
+            # so that the booking is cancelled before our books say so.
+            raise TransientError("the shipment was booked while it was being cancelled; cancelling again")
+    shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
+    return {"cancelled_shipment_id": shipment.pk}
+
+
+def cancel_by_hand(message: Message, evidence: str) -> dict[str, Any]:
     command = message.parse(CancelShipment)
     shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
     return {"cancelled_shipment_id": shipment.pk}
 
 
-saga_participant(CONSUMER, "create_shipment", handle=create, prepare=create_call)
-saga_participant(CONSUMER, "cancel_shipment", handle=cancel, prepare=cancel_call)
+def cancel_late_call(message: Message) -> bool:
+    command = message.parse(CancelLateShipment)
+    key = carrier_key(command.shipment_key)
+    with tracing.span("carrier cancel_shipment", kind=SpanKind.CLIENT, attributes={"backoffice.carrier_key": key}):
+        return get_carrier().cancel_shipment(idempotency_key=key)
+
+
+def cancel_late(message: Message, _: bool) -> None:
+    command = message.parse(CancelLateShipment)
+    shipment_record_late_cancel(
+        order_id=command.order_id,
+        shipment_key=command.shipment_key,
+        reference=command.reference,
+        tracking_number=command.tracking_number,
+    )
+
+
+saga_participant(
+    CONSUMER,
+    "create_shipment",
+    handle=create,
+    prepare=create_call,
+    book=BOOK,
+    manual=create_by_hand,
+    late_effect=create_landed_late,
+)
+saga_participant(CONSUMER, "cancel_shipment", handle=cancel, prepare=cancel_call, book=BOOK, manual=cancel_by_hand)
+register(CONSUMER, CANCEL_LATE_SHIPMENT, handle=cancel_late, prepare=cancel_late_call)

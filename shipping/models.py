@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models.functions import Now
 
+from sagas.outcomes import StepOutcomeBase
+
 
 class Shipment(models.Model):
     """A shipment keeps its row when cancelled: the status changes, the history stays."""
@@ -39,3 +41,10 @@ class CarrierShipment(models.Model):
 
     def __str__(self) -> str:
         return f"carrier shipment {self.reference}"
+
+
+class StepOutcome(StepOutcomeBase):
+    """The final outcome of each saga step key the shipping context handled (sagas.outcomes)."""
+
+    class Meta:
+        verbose_name = "step outcome"

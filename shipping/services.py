@@ -30,6 +30,31 @@ def shipment_record(*, order_id: int, step_key: str, address: dict[str, Any], re
     )
 
 
+def shipment_record_by_hand(*, order_id: int, step_key: str, address: dict[str, Any], evidence: str) -> Shipment:
+    """Record a shipment an operator booked outside the carrier's interface. It has no carrier
+    reference, so it cannot be cancelled through the interface either: a compensation of it
+    escalates to an operator instead of reporting a cancellation that never happened."""
+    shipment, _ = Shipment.objects.get_or_create(
+        idempotency_key=step_key,
+        defaults={
+            "order_id": order_id,
+            "status": Shipment.Status.CREATED,
+            "tracking_number": evidence[:100],
+            "address": address,
+        },
+    )
+    return shipment
+
+
+def shipment_record_late_cancel(*, order_id: int, shipment_key: str, reference: str, tracking_number: str) -> None:
+    """A booking the carrier made after its step was compensated, now cancelled at the
+    carrier: the compensation's tombstone learns the booking's reference, so our books say what
+    the carrier's do. A step done by hand keeps its own record."""
+    Shipment.objects.filter(
+        idempotency_key=shipment_key, status=Shipment.Status.CANCELLED, carrier_reference=""
+    ).update(carrier_reference=reference, tracking_number=tracking_number, updated_at=timezone.now())
+
+
 def shipment_cancel(*, order_id: int, shipment_key: str) -> Shipment:
     """Cancel keeps the row with a new status. With no shipment yet, leave a cancelled
     tombstone so that a late create command is refused."""

@@ -14,7 +14,9 @@ from django.utils import timezone
 from orders.models import Order
 from outbox.consumer import deliver
 from outbox.models import DeadLetter, OutboxMessage
-from payments.models import GatewayCharge, Payment
+from payments.gateway import FakeGateway
+from payments.models import GatewayCharge, LedgerEntry, Payment
+from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.exceptions import SagaActionRefused
 from sagas.models import AuditLog, Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.operations import (
@@ -209,48 +211,97 @@ def test_retry_compensation_runs_the_failed_compensation_again_with_its_key(cata
     assert saga.state == SagaState.COMPENSATED
 
 
-def test_mark_done_by_hand_records_the_evidence_and_continues_forward(catalog, operator):
+def _charged_in_the_console(amount: int = 4500) -> str:
+    """A charge an operator makes in the provider's console, outside the saga's keys."""
+    return (
+        FakeGateway()
+        .charge(idempotency_key=f"console:{uuid.uuid4()}", amount=amount, currency="EUR", token="tok_visa")
+        .transaction_id
+    )
+
+
+def test_mark_done_by_hand_records_the_evidence_in_the_participant_and_continues_forward(catalog, operator):
     saga = stuck()
+    charge_id = _charged_in_the_console()
+    evidence = f"charged {charge_id} in the provider's console"
 
-    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=EVIDENCE)
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=evidence)
 
     saga.refresh_from_db()
-    manual = SagaStep.objects.get(saga=saga, step="charge_payment", outcome=Outcome.MANUAL)
-    assert manual.attempt == 4 and manual.command_message_id is None
-    assert manual.reply == {"outcome": "manual", "by": "olga", "reason": REASON, "evidence": EVIDENCE}
-    assert "charge_payment" in saga.completed_steps and not saga.stuck
-    assert (saga.state, saga.current_step, saga.attempt) == (SagaState.RUNNING, "reserve_inventory", 1)
-    assert "evidence: " + EVIDENCE in SagaEvent.objects.get(saga=saga, kind="operator_mark_step_done").detail
+    assert (saga.current_step, saga.attempt, saga.stuck) == ("charge_payment", 4, False)
+    manual = SagaStep.objects.get(saga=saga, step="charge_payment", attempt=4)
+    command = OutboxMessage.objects.get(message_id=manual.command_message_id)
+    assert command.headers["manual"] == {"by": "olga", "reason": REASON, "evidence": evidence}
+    assert "evidence: " + evidence in SagaEvent.objects.get(saga=saga, kind="operator_mark_step_done").detail
+    settle()  # the participant records it; the saga runs to its end
+
+    saga.refresh_from_db()
+    assert SagaStep.objects.get(pk=manual.pk).outcome == Outcome.MANUAL
+    assert saga.state == SagaState.COMPLETED
+    recorded = PaymentStepOutcome.objects.get(step_key=f"{saga.pk}:charge_payment")
+    assert (recorded.outcome, recorded.evidence, recorded.decided_by) == ("manual", evidence, "olga")
+    order = Order.objects.get(saga_id=saga.pk)
+    assert Payment.objects.get(order_id=order.pk).provider_charge_id == charge_id
+    assert list(LedgerEntry.objects.filter(order_id=order.pk).values_list("kind", "amount", "provider_reference")) == [
+        ("charge", 4500, charge_id)
+    ]
+    assert not GatewayCharge.objects.filter(idempotency_key__startswith=f"pay:{saga.pk}").exists()
     reply(saga, Outcome.SUCCESS, attempt=3)  # the old attempt answers late: ignored
-    assert saga.current_step == "reserve_inventory"
+    assert saga.state == SagaState.COMPLETED
 
 
-def test_mark_done_resolves_the_attempt_in_flight(catalog, operator):
+def test_a_copy_in_flight_when_the_step_is_done_by_hand_changes_nothing(catalog, operator):
     saga = running()
-    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=EVIDENCE)
-    row = SagaStep.objects.get(saga=saga, step="charge_payment", attempt=1)
-    assert row.outcome == Outcome.MANUAL and row.replied_at is not None
+    in_flight = OutboxMessage.objects.get(correlation_id=str(saga.pk), type="charge_payment")
+    charge_id = _charged_in_the_console()
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=f"charged {charge_id}")
+    by_hand = OutboxMessage.objects.filter(correlation_id=str(saga.pk), type="charge_payment").last()
+    # The record by hand is handled first (in the operator's process, after the commit)...
+    OutboxMessage.objects.filter(pk=by_hand.pk).update(published_at=timezone.now())
+    deliver(by_hand.envelope())
+    # ...then the copy that was in flight: it answers the recorded outcome, without the gateway.
+    OutboxMessage.objects.filter(pk=in_flight.pk).update(published_at=timezone.now())
+    deliver(in_flight.envelope())
+    settle()
+
     saga.refresh_from_db()
-    assert saga.current_step == "reserve_inventory"
+    assert saga.state == SagaState.COMPLETED
+    assert not GatewayCharge.objects.filter(idempotency_key__startswith=f"pay:{saga.pk}").exists()
+    assert SagaStep.objects.get(saga=saga, step="charge_payment", attempt=1).outcome == Outcome.SUPERSEDED
 
 
-def test_mark_done_of_the_last_step_completes_the_saga(catalog, operator):
+def test_a_record_by_hand_the_books_cannot_act_on_is_refused_and_the_saga_waits_again(catalog, operator):
+    saga = stuck()
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence="charged by phone")
+    settle()
+    saga.refresh_from_db()
+    assert saga.stuck and "could not be recorded as done by hand" in saga.stuck_reason
+    assert (saga.state, saga.current_step) == (SagaState.RUNNING, "charge_payment")
+    assert not PaymentStepOutcome.objects.exclude(outcome="").filter(step_key=f"{saga.pk}:charge_payment").exists()
+    assert not Payment.objects.exists()
+
+
+def test_mark_done_of_the_last_step_completes_the_saga_without_a_second_email(catalog, operator):
     saga = stuck_past_pivot()
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence="email sent by hand")
+    settle()
     saga.refresh_from_db()
     assert saga.state == SagaState.COMPLETED and saga.finished_at is not None and not saga.stuck
-    assert AuditLog.objects.get(saga=saga).outcome.endswith("the saga is completed")
+    order = Order.objects.get(saga_id=saga.pk)
+    assert order.status == Order.Status.CONFIRMED and not order.notifications.exists()
 
 
 def test_mark_done_of_a_failed_compensation_continues_the_compensation(catalog, operator):
     saga = failed()
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=EVIDENCE)
     saga.refresh_from_db()
-    assert saga.compensated_steps == ["charge_payment"]
-    assert (saga.state, saga.current_step, saga.attempt) == (SagaState.COMPENSATING, "create_order", 1)
-    assert saga.finished_at is None
-    reply(saga)
+    assert (saga.state, saga.current_step, saga.finished_at) == (SagaState.COMPENSATING, "charge_payment", None)
+    settle()
+    saga.refresh_from_db()
+    assert saga.compensated_steps == ["charge_payment", "create_order"]
     assert saga.state == SagaState.COMPENSATED
+    recorded = PaymentStepOutcome.objects.get(step_key=f"{saga.pk}:charge_payment:compensate")
+    assert (recorded.outcome, recorded.evidence) == ("manual", EVIDENCE)
 
 
 def test_a_reason_is_required_and_a_missing_one_is_audited(catalog, operator):
@@ -277,7 +328,7 @@ def test_an_action_decided_on_a_stale_page_is_refused(catalog, operator):
             saga_id=saga.pk, actor=operator, reason=REASON, evidence=EVIDENCE, expected_position=position
         )
     saga.refresh_from_db()
-    assert saga.current_step == "reserve_inventory" and saga.attempt == 1
+    assert (saga.current_step, saga.attempt) == ("charge_payment", 4)
 
 
 def _dead_letter(saga: SagaInstance, **fields) -> DeadLetter:

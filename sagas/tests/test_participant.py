@@ -6,6 +6,7 @@ import uuid
 import pytest
 from django.db import transaction
 
+from inventory.handlers import BOOK
 from inventory.models import StockMovement
 from inventory.services import product_upsert, stock_receive
 from outbox.consumer import deliver, registration_for
@@ -44,7 +45,7 @@ def test_a_business_failure_before_any_write_commits_the_failure_reply(product):
     def refuse(message, _):
         raise BusinessFailure("no such thing")
 
-    saga_participant(CONSUMER, "probe_refuse", handle=refuse)
+    saga_participant(CONSUMER, "probe_refuse", handle=refuse, book=BOOK)
     envelope = _command("probe_refuse")
 
     assert deliver(envelope) == "handled"
@@ -62,7 +63,7 @@ def test_a_handler_that_writes_then_fails_keeps_nothing_and_ends_as_a_dead_lette
         StockMovement.objects.create(product=product, kind="receipt", quantity=1, idempotency_key="probe")
         raise BusinessFailure("changed my mind")
 
-    saga_participant(CONSUMER, "probe_write_then_refuse", handle=write_then_refuse)
+    saga_participant(CONSUMER, "probe_write_then_refuse", handle=write_then_refuse, book=BOOK)
     assert registration_for(CONSUMER, "probe_write_then_refuse").prepare is None
     envelope = _command("probe_write_then_refuse")
 
