@@ -2,6 +2,7 @@
 Redis broker and the test PostgreSQL database (no eager mode)."""
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from config.processes import ALL_QUEUES as QUEUES
-from config.processes import WorkerProcess, database_url, wait_for
+from config.processes import WebProcess, WorkerProcess, database_url, static_collect, wait_for
 from config.redis import get_redis
 
 ROOT = Path(__file__).resolve().parent
@@ -46,6 +47,28 @@ def celery_worker(worker_env) -> Iterator[WorkerProcess]:
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="session")
+def production_web(worker_env, tmp_path_factory) -> Iterator[WebProcess]:
+    """The web as deployed: ``collectstatic``, then ``gunicorn -c config/gunicorn.py config.wsgi``
+    with the production settings, on 127.0.0.1 and a free port, against the test database.
+    Plain HTTP reaches it as it would behind the TLS-terminating proxy once the redirect is off
+    (the browser cannot follow a redirect to an HTTPS that nobody serves here)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {
+        **worker_env,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "WEB_CONCURRENCY": "1",
+    }
+    env = static_collect(env, tmp_path_factory.mktemp("staticfiles"))
+    web = WebProcess(env, ARTIFACTS / "test-web.log")
+    web.start()
+    yield web
+    web.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Starting and stopping real Celery worker processes, for tests and benchmarks."""
+"""Starting and stopping real Celery worker and gunicorn processes, for tests and benchmarks."""
 
+import http.client
 import os
 import signal
 import subprocess
@@ -102,6 +103,85 @@ class WorkerProcess:
         except ProcessLookupError:
             return 0
         return 1
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        self.log.close()
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def static_collect(env: dict[str, str], static_root: Path) -> dict[str, str]:
+    """Run ``collectstatic`` into ``static_root`` as a release does, and return ``env`` with
+    ``STATIC_ROOT`` pointing there: under the production settings gunicorn serves only what was
+    collected, and renders no page that links a file missing from the manifest."""
+    env = {**env, "STATIC_ROOT": str(static_root)}
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "collectstatic", "--noinput", "--clear", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    return env
+
+
+class WebProcess:
+    """gunicorn as deployed (``gunicorn -c config/gunicorn.py config.wsgi``) on 127.0.0.1 and a
+    port of its own, with its log file. ``args`` are appended to the command line, where they
+    override the configuration file (workers, threads, timeout)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, args: list[str] | None = None) -> None:
+        from config.launcher import free_port
+
+        self.env = env
+        self.log_path = log_path
+        self.args = args or []
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *, wait: bool = True) -> None:
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "config" / "gunicorn.py"),
+                "config.wsgi", "--bind", f"127.0.0.1:{self.port}", *self.args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        if wait:
+            wait_for(self.answers, timeout=60, interval=0.2, message=f"gunicorn did not answer\n{self.tail()}")
+
+    def answers(self) -> bool:
+        """Whether a worker answers HTTP at all (/healthz, whatever its status: up is not healthy)."""
+        assert self.process is not None and self.process.poll() is None, self.tail()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is None:

@@ -29,7 +29,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Count
 
 from config.faults import faults_clear, faults_set
-from config.processes import ROOT, WorkerProcess, wait_for
+from config.processes import ROOT, WebProcess, WorkerProcess, static_collect, wait_for
 
 logger = logging.getLogger(__name__)
 HARNESS_APP_NAME = "chaos-harness"
@@ -127,22 +127,22 @@ class ChaosSystem:
 
     def __init__(self, *, concurrency: int, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.port = free_port()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Static files are collected into a folder of the run's own, never into a deployment's.
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "STATIC_ROOT": str(log_dir / "static")}
         self.worker = WorkerProcess(self.env, log_dir / "worker.log", concurrency=concurrency, name="chaos")
-        self.web: subprocess.Popen | None = None
+        self.web = WebProcess(
+            self.env, log_dir / "web.log", args=["--workers", "2", "--threads", "4", "--timeout", "60"]
+        )
+        self.port = self.web.port
         self.beat: subprocess.Popen | None = None
         self.started_at = 0.0
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # As a release does: under the production settings gunicorn serves only collected files.
+        static_collect(self.env, Path(self.env["STATIC_ROOT"]))
         self.worker.start()
-        bin_dir = Path(sys.executable).parent
-        self.web = self._spawn(
-            [str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--threads", "4", "--timeout", "60"],
-            "web.log",
-        )  # fmt: skip
+        self.web.start(wait=False)
         self.beat = self._spawn(
             [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
              "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
@@ -184,13 +184,13 @@ class ChaosSystem:
         return True
 
     def stop(self) -> None:
-        for process in (self.web, self.beat):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        self.web.stop()
+        if self.beat is not None and self.beat.poll() is None:
+            os.killpg(self.beat.pid, signal.SIGTERM)
+            try:
+                self.beat.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.beat.pid, signal.SIGKILL)
         if self.worker.running:
             self.worker.stop()
 

@@ -103,7 +103,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where ``collectstatic`` gathers the admin's and the API docs' files for gunicorn to serve
+# (production settings, through WhiteNoise). A run of the chaos harness or a benchmark collects
+# into a folder of its own, so it never rewrites a deployment's.
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orders@backoffice.example")

@@ -4,7 +4,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int
 from config.settings.base import *  # noqa: F403
-from config.settings.base import SECRET_KEY
+from config.settings.base import MIDDLEWARE, SECRET_KEY
 
 if not SECRET_KEY or len(SECRET_KEY) < 50:
     raise ImproperlyConfigured(
@@ -23,3 +23,19 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# gunicorn serves the static files itself, through WhiteNoise: right after SecurityMiddleware,
+# so that the HTTPS redirect still comes first and nothing below it runs for a stylesheet.
+# ``collectstatic`` is a release step (README, "Deploying"): the storage below writes each file
+# under a name carrying its content's hash, plus a gzip copy, and WhiteNoise serves those names
+# with a cache lifetime of ten years and "immutable". The manifest storage is here and not in
+# the base settings: without a manifest (tests, runserver) it refuses to render any template
+# that links a static file.
+MIDDLEWARE = [*MIDDLEWARE]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}

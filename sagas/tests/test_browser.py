@@ -1,10 +1,12 @@
 """The console as an operator uses it, in a real headless Chromium against the live server,
 with the real worker: a saga gets stuck, the operator finds it on the dashboard, retries it
-with a reason, and watches it complete. Screenshots are kept in artifacts/.
+with a reason, and watches it complete; and the dashboard as deployed (gunicorn, production
+settings), styled by the admin's stylesheet. Screenshots are kept in artifacts/.
 
 Skipped, saying why, where no Chromium is installed (CI installs Debian's package).
 """
 
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -149,3 +151,49 @@ def test_operator_finds_a_stuck_saga_on_the_dashboard_retries_it_and_it_complete
     )
     order.refresh_from_db()
     assert order.status == order.Status.CONFIRMED
+
+
+# Django's admin/css/base.css: #header { background: var(--header-bg) }, --header-bg: var(--secondary),
+# --secondary: #417690 (light theme). Unstyled, the header would be transparent.
+ADMIN_HEADER_BACKGROUND = "rgb(65, 118, 144)"
+
+
+def test_the_dashboard_served_as_deployed_has_the_admin_styles(production_web, browser, settings):
+    """gunicorn with the production settings (WhiteNoise, hashed names), not the test server:
+    the operator's dashboard is styled by the admin's stylesheet, which it fetched from gunicorn."""
+    # The password is checked by the production settings, which know nothing of the tests' fast
+    # MD5 hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    make_catalog()
+    operator = get_user_model().objects.create_user("petra", password="petra-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    base = f"http://127.0.0.1:{production_web.port}"
+
+    # The light theme, whatever the machine prefers: the colour checked below is the light one.
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="light")
+    page.set_default_timeout(15_000)
+    stylesheets: list[tuple[str, int]] = []
+
+    def note_stylesheet(response) -> None:
+        if response.request.resource_type == "stylesheet":
+            stylesheets.append((response.url, response.status))
+
+    page.on("response", note_stylesheet)
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "petra")
+    page.fill("#id_password", "petra-secret-1")
+    page.click("input[type=submit]")
+    page.click("#saga-dashboard-link")
+    page.locator("#needs-operator").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard_production.png"), full_page=True)
+
+    header_background = page.eval_on_selector("#header", "header => getComputedStyle(header).backgroundColor")
+    assert header_background == ADMIN_HEADER_BACKGROUND, (header_background, production_web.tail(20))
+    # The dashboard's own panels sit in the admin's .module boxes, which base.css gives a margin
+    # and a background; without it they fall back to the browser's defaults.
+    module_background = page.eval_on_selector("#needs-operator", "box => getComputedStyle(box).backgroundColor")
+    assert module_background not in ("rgba(0, 0, 0, 0)", "transparent"), module_background
+    # ... fetched from gunicorn itself, under its hashed name.
+    base_css = re.compile(rf"{re.escape(base)}/static/admin/css/base\.[0-9a-f]{{12}}\.css")
+    assert any(base_css.fullmatch(url) and status == 200 for url, status in stylesheets), stylesheets
