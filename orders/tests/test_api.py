@@ -105,6 +105,23 @@ def test_products_are_paginated_with_a_cursor(shop, catalog):
     assert second["next"] is None
 
 
+@pytest.mark.parametrize("page_size", ["0", "101", "1000", "-1", "1.5", "abc", "", " 5", "\u0665", "1" * 5000])
+def test_a_page_size_out_of_1_to_100_is_a_400_naming_it(shop, catalog, page_size):
+    for url in (PRODUCTS_URL, ORDERS_URL):
+        response = shop.get(url, {"page_size": page_size})
+        assert response.status_code == 400
+        error = _error(response)
+        assert error["code"] == "validation_error"
+        assert error["fields"] == {"page_size": ["Must be an integer from 1 to 100."]}
+
+
+@pytest.mark.parametrize("page_size", [1, 100])
+def test_a_page_size_of_1_to_100_is_served(shop, catalog, page_size):
+    response = shop.get(PRODUCTS_URL, {"page_size": page_size})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == min(page_size, 2)
+
+
 def test_invalid_cursor_is_a_404_in_the_error_shape(shop, catalog):
     response = shop.get(PRODUCTS_URL, {"cursor": "not-a-cursor"})
     assert response.status_code == 404
