@@ -283,13 +283,15 @@ def test_another_clients_order_and_a_missing_one_answer_alike(shop, other_shop, 
 # ---------------------------------------------------------------------------
 
 
-def test_cancel_of_a_pending_order_answers_202_and_asks_the_saga_to_compensate(shop, catalog):
-    order_id = place_order(shop).json()["id"]
-    response = shop.post(f"{ORDERS_URL}{order_id}/cancel/")
+def test_cancel_of_a_pending_order_answers_202_saying_a_cancellation_was_requested(shop, catalog):
+    placed = place_order(shop).json()
+    assert placed["cancel_requested"] is False
+    response = shop.post(f"{ORDERS_URL}{placed['id']}/cancel/")
     assert response.status_code == 202
-    assert response.json()["status"] == "pending"
-    saga = SagaInstance.objects.get(pk=Order.objects.get(pk=order_id).saga_id)
+    assert (response.json()["status"], response.json()["cancel_requested"]) == ("pending", True)
+    saga = SagaInstance.objects.get(pk=Order.objects.get(pk=placed["id"]).saga_id)
     assert saga.cancel_requested and saga.failure_reason == "cancelled by the customer"
+    assert shop.get(f"{ORDERS_URL}{placed['id']}/").json()["cancel_requested"] is True, "the order says so too"
 
 
 def test_cancel_is_idempotent_while_compensation_runs(shop, catalog):
