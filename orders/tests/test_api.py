@@ -14,7 +14,14 @@ from rest_framework.test import APIClient
 
 from config.redis import get_redis
 from orders.models import Order
-from orders.tests.storefront import ORDERS_URL, PRODUCTS_URL, order_body, place_order, row_counts
+from orders.tests.storefront import (
+    ORDERS_URL,
+    PRODUCTS_URL,
+    forget_throttle_counts,
+    order_body,
+    place_order,
+    row_counts,
+)
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaState
 
@@ -337,16 +344,9 @@ def test_cancel_past_the_pivot_is_a_409(shop, catalog):
 # ---------------------------------------------------------------------------
 
 
-def _forget_throttle_counts(*clients) -> None:
-    redis = get_redis()
-    for client in clients:
-        for key in redis.scan_iter(f"throttle:storefront_client:{client.user.pk}:*"):
-            redis.delete(key)
-
-
 def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, catalog, settings):
     rest = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"storefront_client": "3/min"}}
-    _forget_throttle_counts(shop, other_shop)
+    forget_throttle_counts(shop, other_shop)
     with override_settings(REST_FRAMEWORK=rest):
         statuses = [shop.get(PRODUCTS_URL).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -355,7 +355,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, cata
         assert int(response["Retry-After"]) > 0
         assert _error(response)["code"] == "throttled"
         assert other_shop.get(PRODUCTS_URL).status_code == 200, "each client has its own budget"
-    _forget_throttle_counts(shop, other_shop)
+    forget_throttle_counts(shop, other_shop)
 
 
 # ---------------------------------------------------------------------------
