@@ -82,6 +82,7 @@ class SagaDetail:
 class OrderDetail:
     id: int
     status: str
+    cancel_requested: bool
     cancel_reason: str
     customer: CustomerDetail
     shipping_address: dict[str, Any]
@@ -135,6 +136,7 @@ def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> Or
     so nothing is read: the answer is the same, and order placement eight queries cheaper.
     """
     currency = order.currency
+    saga = placed_saga or saga_with_timeline(saga_id=order.saga_id)
     if placed_saga is not None:
         payment = PaymentSummary(status=NOTHING_YET, amount_charged=0, amount_refunded=0)
         reservations: list[Reservation] = []
@@ -146,6 +148,7 @@ def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> Or
     return OrderDetail(
         id=order.pk,
         status=order.status,
+        cancel_requested=saga is not None and saga.cancel_requested,
         cancel_reason=order.cancel_reason,
         customer=CustomerDetail(email=order.customer_email, name=order.customer_name),
         shipping_address=order.shipping_address,
@@ -154,7 +157,7 @@ def order_detail(*, order: Order, placed_saga: SagaInstance | None = None) -> Or
         payment=_payment_detail(payment, currency),
         inventory=_inventory_detail(reservations),
         shipment=shipment,
-        saga=_saga_detail(placed_saga or saga_with_timeline(saga_id=order.saga_id)),
+        saga=_saga_detail(saga),
         created_at=order.created_at,
         updated_at=order.updated_at,
     )

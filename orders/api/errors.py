@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP answers, every 4xx in one shape:
+"""The one place where errors become HTTP answers, every 4xx and 503 in one shape:
 
     {"error": {"code": "validation_error", "message": "...", "fields": {"lines.0.quantity": ["..."]}}}
 
@@ -9,6 +9,7 @@ that views never translate exceptions themselves.
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,51 @@ from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, Invalid
 logger = logging.getLogger(__name__)
 
 VALIDATION_ERROR = "validation_error"
+SERVICE_UNAVAILABLE = "service_unavailable"
 NON_FIELD = "non_field_errors"
+
+
+# Every code the API answers with, its HTTP status and what it means to a client: the schema
+# documents each operation's codes from here (orders.api.schema). DRF's own codes are here too
+# (parse_error, not_authenticated, ...): they reach clients unchanged.
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int
+    meaning: str
+
+
+ERROR_CODES: dict[str, ErrorCode] = {
+    "validation_error": ErrorCode(400, "an input is invalid; `fields` names each one with its problems"),
+    "parse_error": ErrorCode(400, "the body is not valid JSON"),
+    "not_authenticated": ErrorCode(401, "no token: send `Authorization: Token <key>`"),
+    "authentication_failed": ErrorCode(401, "the token is malformed or unknown, or its client is deactivated"),
+    "not_found": ErrorCode(404, "no such resource"),
+    "method_not_allowed": ErrorCode(405, "the path does not take this method"),
+    "not_acceptable": ErrorCode(406, "the `Accept` header rules out `application/json`, the only type served"),
+    "idempotency_key_in_use": ErrorCode(
+        409, "a request with this `Idempotency-Key` is still running; retry after `Retry-After` seconds"
+    ),
+    "order_not_cancellable": ErrorCode(
+        409, "too late: the order is confirmed, or its saga is past the step where it can be undone"
+    ),
+    "request_too_large": ErrorCode(413, "the body is larger than 1 MiB"),
+    "unsupported_media_type": ErrorCode(415, "the body is not `application/json`"),
+    "idempotency_key_reused": ErrorCode(422, "this `Idempotency-Key` was already used for a different request"),
+    "throttled": ErrorCode(429, "too many requests from this client; retry after `Retry-After` seconds"),
+    "service_unavailable": ErrorCode(
+        503, "the database or Redis is briefly unavailable and nothing was done; retry after `Retry-After` seconds"
+    ),
+}
+
+
+def error_code_help() -> str:
+    """The description of ErrorDetail.code: every code, however it comes about."""
+    names = ", ".join(f"`{code}` ({error.status})" for code, error in ERROR_CODES.items())
+    return (
+        "stable, for programs (`message` is for people). Each operation lists the codes it can answer with; "
+        f"all of them: {names}. New codes may be added: handle an unknown one by its HTTP status."
+    )
+
 
 # Domain error -> (HTTP status, error code). The first match wins.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
@@ -66,7 +111,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # terminated connection): nothing was committed, so the client may simply retry.
         logger.warning("dependency unavailable during a request", exc_info=exc)
         set_rollback()
-        body = error_body(code="service_unavailable", message="A dependency is briefly unavailable; retry shortly.")
+        body = error_body(code=SERVICE_UNAVAILABLE, message="A dependency is briefly unavailable; retry shortly.")
         return Response(body, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from inventory.models import Product, Reservation
+from orders.api.errors import error_code_help
 from orders.countries import ISO_3166_ALPHA2
 from orders.models import Order
 from orders.selectors import NOTHING_YET, Money, OrderDetail
@@ -23,12 +24,17 @@ from payments.models import Payment
 from sagas.models import Outcome, Phase, SagaState
 from shipping.models import Shipment
 
-PAYMENT_STATUSES = [NOTHING_YET, *Payment.Status.values]
-INVENTORY_STATUSES = [NOTHING_YET, *Reservation.Status.values]
-SHIPMENT_STATUSES = [NOTHING_YET, *Shipment.Status.values]
-SAGA_STATES = SagaState.values
-SAGA_PHASES = Phase.values
-SAGA_STEP_OUTCOMES = Outcome.values
+# With their labels: the schema names those that say more than their value ("superseded":
+# superseded by a later attempt).
+PAYMENT_STATUSES = [(NOTHING_YET, NOTHING_YET), *Payment.Status.choices]
+INVENTORY_STATUSES = [(NOTHING_YET, NOTHING_YET), *Reservation.Status.choices]
+SHIPMENT_STATUSES = [(NOTHING_YET, NOTHING_YET), *Shipment.Status.choices]
+SAGA_STATES = SagaState.choices
+SAGA_PHASES = Phase.choices
+SAGA_STEP_OUTCOMES = Outcome.choices
+# An order's id is a PostgreSQL bigint: documented as int64, so that generators of typed
+# clients pick a 64-bit integer.
+ORDER_ID_MAX = 2**63 - 1
 
 
 class StrictStringMixin:
@@ -211,7 +217,7 @@ class SagaStepSerializer(serializers.Serializer):
 
 
 class SagaSerializer(serializers.Serializer):
-    id = serializers.CharField()
+    id = serializers.UUIDField()
     state = serializers.ChoiceField(choices=SAGA_STATES)
     current_step = serializers.CharField(help_text="empty once the saga is finished")
     stuck = serializers.BooleanField(help_text="retries ran out; an operator is looking into it")
@@ -223,8 +229,12 @@ class SagaSerializer(serializers.Serializer):
 
 
 class OrderDetailSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=Order.Status.values)
+    id = serializers.IntegerField(min_value=1, max_value=ORDER_ID_MAX)
+    status = serializers.ChoiceField(choices=Order.Status.choices)
+    cancel_requested = serializers.BooleanField(
+        help_text="a cancellation was requested (by the customer, or an operator): the order becomes `cancelled` "
+        "once what was done is undone. An order whose saga fails is cancelled without one."
+    )
     cancel_reason = serializers.CharField()
     customer = CustomerInputSerializer()
     shipping_address = AddressSerializer()
@@ -255,6 +265,7 @@ def order_representation(order: OrderDetail) -> dict[str, Any]:
     return {
         "id": order.id,
         "status": order.status,
+        "cancel_requested": order.cancel_requested,
         "cancel_reason": order.cancel_reason,
         "customer": {"email": order.customer.email, "name": order.customer.name},
         "shipping_address": {
@@ -318,8 +329,8 @@ def _timestamp(value: datetime | None) -> str | None:
 class OrderSummarySerializer(serializers.Serializer):
     """The list's compact order: the order's own columns only (one query per page)."""
 
-    id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=Order.Status.values)
+    id = serializers.IntegerField(min_value=1, max_value=ORDER_ID_MAX)
+    status = serializers.ChoiceField(choices=Order.Status.choices)
     cancel_reason = serializers.CharField()
     total = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -334,7 +345,7 @@ class OrderSummarySerializer(serializers.Serializer):
 
 
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="stable, for programs: validation_error, not_found, throttled, ...")
+    code = serializers.CharField(help_text=error_code_help())
     message = serializers.CharField(help_text="for people")
     fields = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
@@ -346,7 +357,7 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """The one shape of every 4xx answer (documentation only; orders.api.errors builds it)."""
+    """The one shape of every error answer; documents what orders.api.errors builds."""
 
     error = ErrorDetailSerializer()
 

@@ -23,12 +23,13 @@ from orders.api.schema import (
     IDEMPOTENCY_KEY_PARAMETER,
     LOCATION,
     ORDER_ID,
+    ORDER_STATUS_FILTER,
     PAGINATION_PARAMETERS,
     REPLAYED,
-    RETRY_AFTER,
-    error_responses,
+    operation_errors,
 )
 from orders.api.serializers import (
+    ORDER_ID_MAX,
     AddressSerializer,
     CustomerInputSerializer,
     FieldsBuiltOnceSerializer,
@@ -46,8 +47,10 @@ from orders.selectors import order_detail, order_get, order_list, read_snapshot
 from orders.services import Customer, LineInput, order_place, order_request_cancel
 from sagas.models import SagaInstance
 
-MAX_ORDER_ID = 2**63 - 1  # a PostgreSQL bigint
 JSON = "application/json"
+
+BAD_CURSOR = "the `cursor` is not one that `next` or `previous` gave"
+NO_SUCH_ORDER = "no such order for this client (another client's order is not found either)"
 
 
 # ---------------------------------------------------------------------------
@@ -57,13 +60,19 @@ JSON = "application/json"
 
 class ProductListApi(APIView):
     OutputSerializer = ProductSerializer
+    errors = operation_errors(
+        "validation_error",
+        "not_found",
+        validation_error="`page_size` is not an integer from 1 to 100; `fields` names it",
+        not_found=BAD_CURSOR,
+    )
 
     @extend_schema(
         operation_id="products_list",
         summary="The catalog, with prices and available quantities",
         tags=["products"],
-        parameters=[*PAGINATION_PARAMETERS, RETRY_AFTER],
-        responses={200: paginated(ProductSerializer, "PaginatedProductList"), **error_responses(404)},
+        parameters=[*PAGINATION_PARAMETERS, errors.retry_after],
+        responses={200: paginated(ProductSerializer, "PaginatedProductList"), **errors.responses},
     )
     def get(self, request: Request) -> Response:
         return paginated_response(
@@ -95,7 +104,7 @@ def idempotency_key_of(request: Request) -> str:
 
 def order_id_of(raw: str) -> int:
     """The path's order id; anything that cannot be an order's id is simply not found."""
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ORDER_ID:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= ORDER_ID_MAX:
         raise NotFound("No such order.")
     return int(raw)
 
@@ -139,12 +148,29 @@ class OrderListCreateApi(APIView):
 
     OutputSerializer = OrderDetailSerializer
     ListOutputSerializer = OrderSummarySerializer
+    list_errors = operation_errors(
+        "validation_error",
+        "not_found",
+        validation_error="`status` is not an order status, or `page_size` not an integer from 1 to 100; "
+        "`fields` names the parameter",
+        not_found=BAD_CURSOR,
+    )
+    create_errors = operation_errors(
+        "validation_error",
+        "parse_error",
+        "idempotency_key_in_use",
+        "request_too_large",
+        "unsupported_media_type",
+        "idempotency_key_reused",
+        validation_error="the `Idempotency-Key` header or the body is invalid (an unknown sku included); "
+        "`fields` names each offending input, e.g. `lines.0.quantity`",
+    )
 
     @extend_schema(
         operation_id="orders_list",
         summary="The client's orders, newest first",
-        parameters=[FilterSerializer, *PAGINATION_PARAMETERS, RETRY_AFTER],
-        responses={200: paginated(OrderSummarySerializer, "PaginatedOrderList"), **error_responses(400, 404)},
+        parameters=[ORDER_STATUS_FILTER, *PAGINATION_PARAMETERS, list_errors.retry_after],
+        responses={200: paginated(OrderSummarySerializer, "PaginatedOrderList"), **list_errors.responses},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -165,11 +191,11 @@ class OrderListCreateApi(APIView):
             "stock and ships, then the order is `confirmed`, or `cancelled` with a `cancel_reason`. "
             "Poll `GET /api/v1/orders/{id}/` (the `Location` header)."
         ),
-        parameters=[IDEMPOTENCY_KEY_PARAMETER, LOCATION, REPLAYED, RETRY_AFTER],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER, LOCATION, REPLAYED, create_errors.retry_after],
         request=InputSerializer,
         responses={
             202: OpenApiResponse(OrderDetailSerializer, description="Accepted: the order, as first created"),
-            **error_responses(400, 409, 413, 415, 422),
+            **create_errors.responses,
         },
     )
     def post(self, request: Request) -> HttpResponse:
@@ -207,12 +233,13 @@ class OrderListCreateApi(APIView):
 
 class OrderDetailApi(APIView):
     OutputSerializer = OrderDetailSerializer
+    errors = operation_errors("not_found", not_found=NO_SUCH_ORDER)
 
     @extend_schema(
         operation_id="orders_retrieve",
         summary="An order with its payment, stock, shipment and saga timeline",
-        parameters=[ORDER_ID, RETRY_AFTER],
-        responses={200: OrderDetailSerializer, **error_responses(404)},
+        parameters=[ORDER_ID, errors.retry_after],
+        responses={200: OpenApiResponse(OrderDetailSerializer, description="The order."), **errors.responses},
     )
     def get(self, request: Request, order_id: str) -> Response:
         with read_snapshot():
@@ -222,6 +249,13 @@ class OrderDetailApi(APIView):
 
 class OrderCancelApi(APIView):
     OutputSerializer = OrderDetailSerializer
+    errors = operation_errors(
+        "not_found",
+        "order_not_cancellable",
+        not_found=NO_SUCH_ORDER,
+        order_not_cancellable="too late: the order is confirmed, or its saga is past the step where it can "
+        "be undone (the shipment is created)",
+    )
 
     @extend_schema(
         operation_id="orders_cancel",
@@ -230,12 +264,16 @@ class OrderCancelApi(APIView):
             "202 while the cancellation runs (what was charged is refunded, reserved stock released, "
             "the shipment cancelled), 200 once the order is cancelled, 409 when it is too late."
         ),
-        parameters=[ORDER_ID, RETRY_AFTER],
+        parameters=[ORDER_ID, errors.retry_after],
         request=None,
         responses={
             200: OpenApiResponse(OrderDetailSerializer, description="The order is cancelled."),
-            202: OpenApiResponse(OrderDetailSerializer, description="Cancelling: compensation is running."),
-            **error_responses(404, 409),
+            202: OpenApiResponse(
+                OrderDetailSerializer,
+                description="A cancellation was requested (`cancel_requested: true`) and is being carried out: "
+                "the order is still `pending` until what was done is undone, then `cancelled`. Poll the order.",
+            ),
+            **errors.responses,
         },
     )
     def post(self, request: Request, order_id: str) -> Response:

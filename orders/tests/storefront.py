@@ -2,15 +2,19 @@
 order body and the row counts that a rejected request must leave unchanged."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from config.redis import get_redis
 from inventory.models import Product
 from inventory.services import product_upsert, stock_receive
+from orders.idempotency import request_fingerprint
 from orders.models import IdempotencyKey, Order
 from orders.services import Customer, LineInput, order_place
 from outbox.models import OutboxMessage
@@ -85,3 +89,24 @@ def parked_order(user: Any) -> Order:
         ).order
         OutboxMessage.objects.filter(correlation_id=str(order.saga_id)).delete()
     return order
+
+
+def in_flight_key(client, key: str, body: dict, *, locked_ago: timedelta = timedelta()) -> IdempotencyKey:
+    """A claim left by a request that is still running (or, if old, one that died)."""
+    row = IdempotencyKey.objects.create(
+        client=client.user,
+        key=key,
+        fingerprint=request_fingerprint(method="POST", path=ORDERS_URL, payload=body),
+        method="POST",
+        path=ORDERS_URL,
+        lock_token=uuid.uuid4(),
+    )
+    IdempotencyKey.objects.filter(pk=row.pk).update(locked_at=timezone.now() - locked_ago)
+    return row
+
+
+def forget_throttle_counts(*clients: APIClient) -> None:
+    redis = get_redis()
+    for client in clients:
+        for key in redis.scan_iter(f"throttle:storefront_client:{client.user.pk}:*"):
+            redis.delete(key)

@@ -14,7 +14,14 @@ from rest_framework.test import APIClient
 
 from config.redis import get_redis
 from orders.models import Order
-from orders.tests.storefront import ORDERS_URL, PRODUCTS_URL, order_body, place_order, row_counts
+from orders.tests.storefront import (
+    ORDERS_URL,
+    PRODUCTS_URL,
+    forget_throttle_counts,
+    order_body,
+    place_order,
+    row_counts,
+)
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaState
 
@@ -103,6 +110,23 @@ def test_products_are_paginated_with_a_cursor(shop, catalog):
     second = shop.get(first["next"]).json()
     assert [p["sku"] for p in second["results"]] == ["SKU-2"]
     assert second["next"] is None
+
+
+@pytest.mark.parametrize("page_size", ["0", "101", "1000", "-1", "1.5", "abc", "", " 5", "\u0665", "1" * 5000])
+def test_a_page_size_out_of_1_to_100_is_a_400_naming_it(shop, catalog, page_size):
+    for url in (PRODUCTS_URL, ORDERS_URL):
+        response = shop.get(url, {"page_size": page_size})
+        assert response.status_code == 400
+        error = _error(response)
+        assert error["code"] == "validation_error"
+        assert error["fields"] == {"page_size": ["Must be an integer from 1 to 100."]}
+
+
+@pytest.mark.parametrize("page_size", [1, 100])
+def test_a_page_size_of_1_to_100_is_served(shop, catalog, page_size):
+    response = shop.get(PRODUCTS_URL, {"page_size": page_size})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == min(page_size, 2)
 
 
 def test_invalid_cursor_is_a_404_in_the_error_shape(shop, catalog):
@@ -266,13 +290,15 @@ def test_another_clients_order_and_a_missing_one_answer_alike(shop, other_shop, 
 # ---------------------------------------------------------------------------
 
 
-def test_cancel_of_a_pending_order_answers_202_and_asks_the_saga_to_compensate(shop, catalog):
-    order_id = place_order(shop).json()["id"]
-    response = shop.post(f"{ORDERS_URL}{order_id}/cancel/")
+def test_cancel_of_a_pending_order_answers_202_saying_a_cancellation_was_requested(shop, catalog):
+    placed = place_order(shop).json()
+    assert placed["cancel_requested"] is False
+    response = shop.post(f"{ORDERS_URL}{placed['id']}/cancel/")
     assert response.status_code == 202
-    assert response.json()["status"] == "pending"
-    saga = SagaInstance.objects.get(pk=Order.objects.get(pk=order_id).saga_id)
+    assert (response.json()["status"], response.json()["cancel_requested"]) == ("pending", True)
+    saga = SagaInstance.objects.get(pk=Order.objects.get(pk=placed["id"]).saga_id)
     assert saga.cancel_requested and saga.failure_reason == "cancelled by the customer"
+    assert shop.get(f"{ORDERS_URL}{placed['id']}/").json()["cancel_requested"] is True, "the order says so too"
 
 
 def test_cancel_is_idempotent_while_compensation_runs(shop, catalog):
@@ -318,16 +344,9 @@ def test_cancel_past_the_pivot_is_a_409(shop, catalog):
 # ---------------------------------------------------------------------------
 
 
-def _forget_throttle_counts(*clients) -> None:
-    redis = get_redis()
-    for client in clients:
-        for key in redis.scan_iter(f"throttle:storefront_client:{client.user.pk}:*"):
-            redis.delete(key)
-
-
 def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, catalog, settings):
     rest = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"storefront_client": "3/min"}}
-    _forget_throttle_counts(shop, other_shop)
+    forget_throttle_counts(shop, other_shop)
     with override_settings(REST_FRAMEWORK=rest):
         statuses = [shop.get(PRODUCTS_URL).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -336,7 +355,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(shop, other_shop, cata
         assert int(response["Retry-After"]) > 0
         assert _error(response)["code"] == "throttled"
         assert other_shop.get(PRODUCTS_URL).status_code == 200, "each client has its own budget"
-    _forget_throttle_counts(shop, other_shop)
+    forget_throttle_counts(shop, other_shop)
 
 
 # ---------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from django_celery_beat.models import PeriodicTask
 
 from inventory.models import Product
 from orders import idempotency
-from orders.idempotency import idempotency_keys_purge, request_fingerprint
+from orders.idempotency import idempotency_keys_purge
 from orders.models import IdempotencyKey, Order
 from orders.tasks import purge_idempotency_keys
 from orders.tests.storefront import (
     ORDERS_URL,
+    in_flight_key,
     make_api_client,
     new_key,
     order_body,
@@ -26,20 +27,6 @@ from orders.tests.storefront import (
 )
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance
-
-
-def _in_flight_key(client, key: str, body: dict, *, locked_ago: timedelta = timedelta()) -> IdempotencyKey:
-    """A claim left by a request that is still running (or, if old, one that died)."""
-    row = IdempotencyKey.objects.create(
-        client=client.user,
-        key=key,
-        fingerprint=request_fingerprint(method="POST", path=ORDERS_URL, payload=body),
-        method="POST",
-        path=ORDERS_URL,
-        lock_token=uuid.uuid4(),
-    )
-    IdempotencyKey.objects.filter(pk=row.pk).update(locked_at=timezone.now() - locked_ago)
-    return row
 
 
 @pytest.mark.django_db
@@ -99,7 +86,7 @@ class TestReplay:
 class TestInFlight:
     def test_same_key_while_the_first_request_is_in_flight_is_a_409(self, shop, catalog):
         key = new_key()
-        _in_flight_key(shop, key, order_body())
+        in_flight_key(shop, key, order_body())
         counts = row_counts()
         response = place_order(shop, key=key)
         assert response.status_code == 409
@@ -109,13 +96,13 @@ class TestInFlight:
 
     def test_different_body_while_in_flight_is_still_a_422(self, shop, catalog):
         key = new_key()
-        _in_flight_key(shop, key, order_body())
+        in_flight_key(shop, key, order_body())
         response = place_order(shop, order_body(payment={"token": "tok_mastercard"}), key=key)
         assert response.status_code == 422
 
     def test_a_claim_left_by_a_crashed_request_is_taken_over_after_the_timeout(self, shop, catalog, settings):
         key = new_key()
-        crashed = _in_flight_key(
+        crashed = in_flight_key(
             shop, key, order_body(), locked_ago=timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS + 5)
         )
         response = place_order(shop, key=key)

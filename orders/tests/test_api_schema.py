@@ -68,6 +68,10 @@ schema = _load_schema()
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
 def test_api_conforms_to_its_schema(case, storefront_token):
+    # A Host header is the transport's, not the API's: Django refuses one that is not a host
+    # name before any view runs (an HTML 400, as for every path of the site).
+    for name in [name for name in case.headers or {} if name.lower() == "host"]:
+        del case.headers[name]
     case.call_and_validate(headers={"Authorization": f"Token {storefront_token}"}, checks=CHECKS)
 
 
