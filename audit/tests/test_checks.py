@@ -713,3 +713,16 @@ def test_a_refund_of_the_charge_named_by_the_payment_backs_the_notice(product):
     report = audit_run(full=True)
 
     assert Kind.CANCELLATION_REFUND_UNMADE not in {f.kind for f in report.findings}
+
+
+def test_a_refund_made_under_another_key_backs_the_notice(product):
+    # Refunded in the gateway's console, say: found by the charge it refunds, not by its key.
+    order = scenarios.out_of_stock()
+    GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
+        idempotency_key="console:re_1"
+    )
+    Notification.objects.filter(order=order).update(body="We refunded 495.00 EUR.")
+
+    report = audit_run(full=True)
+
+    assert Kind.CANCELLATION_REFUND_UNMADE not in {f.kind for f in report.findings}
