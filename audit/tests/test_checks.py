@@ -242,8 +242,16 @@ def test_a_cancelled_order_whose_refund_went_to_another_charge_is_reported(produ
     GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
         charge_transaction_id="ch_someone_else"
     )
+    assert "We refunded 495.00 EUR." in Notification.objects.get(order=order).body
 
-    finding = only(audit_run(full=True), Kind.CANCELLED_MONEY_HELD)
+    report = audit_run(full=True)
+
+    # The customer was told of a refund that the order's charge never got.
+    assert found(report) == {
+        (Kind.CANCELLED_MONEY_HELD, f"order:{order.pk}"),
+        (Kind.CANCELLATION_REFUND_UNMADE, f"order:{order.pk}"),
+    }
+    finding = next(f for f in report.findings if f.kind == Kind.CANCELLED_MONEY_HELD)
 
     assert finding.key == f"order:{order.pk}"
     assert "0 in our ledger and 49500 at the gateway" in finding.detail  # 11 x 4500, never refunded
@@ -542,9 +550,9 @@ def test_clean_orders_give_nothing_from_the_providers_books(product):
     assert CarrierShipment.objects.filter(accepted=False).count() == 1
     assert _carrier_shipment(cancelled).cancelled
     assert GatewayCharge.objects.filter(kind="refund").count() == 3
-    # An honest notice: the refund it announces was made.
-    out_of_stock = Order.objects.get(cancel_reason__contains="stock")
-    Notification.objects.filter(order=out_of_stock).update(body="We refunded 495.00 EUR.")
+    # Honest notices: a refund is announced where one was made, and only there.
+    notices = dict(Notification.objects.filter(kind="cancellation").values_list("order__cancel_reason", "body"))
+    assert ["We refunded" in body for body in notices.values()].count(True) == 3
 
     assert audit_run(full=True).clean
 
