@@ -23,7 +23,7 @@ class ConfirmOrder:
 class CancelOrder:
     order_id: int
     reason: str = ""
-    refunded_amount: int = 0
+    refunded_amount: int = 0  # what the saga's refund gave back, for the customer's notice
 
 
 def confirm(message: Message, _: object) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def confirm_by_hand(message: Message, evidence: str) -> dict[str, Any]:
 
 def cancel(message: Message, _: object) -> dict[str, Any]:
     command = message.parse(CancelOrder)
-    order = order_cancel(order_id=command.order_id, reason=command.reason)
+    order = order_cancel(order_id=command.order_id, reason=command.reason, refunded_amount=command.refunded_amount)
     return {"order_status": order.status}
 
 
