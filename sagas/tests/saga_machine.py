@@ -235,9 +235,11 @@ class SagaMachine(RuleBasedStateMachine):
 
     def _act(self, saga: SagaInstance, action: str, *, delivered_here: bool = True) -> None:
         arguments = {"saga_id": saga.pk, "actor": None, "reason": REASON}
-        if action == SagaAction.MARK_STEP_DONE and saga.phase == Phase.FORWARD and attempt_fate(saga)[1] == "in_flight":
-            # The console warns that an attempt is in flight and may still take effect: an
-            # operator who does the step by hand now may do it twice (see the README).
+        in_flight = attempt_fate(saga)[1] == "in_flight"
+        if action == SagaAction.MARK_STEP_DONE and in_flight and saga.current_step == "create_shipment":
+            # The console warns that an attempt is in flight and may still take effect: a parcel
+            # booked by hand outside the carrier then may go twice, and only the operator can
+            # undo it (see the README). A charge by hand that loses is refunded by payments.
             return
         try:
             if action == SagaAction.RETRY_STEP:
