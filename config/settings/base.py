@@ -135,6 +135,9 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 # than any task (and any retry countdown), or a slow task would run twice at once.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu's Redis transport with a repair for celery 5.7's clean-up after a lost broker, which
+# otherwise kills the worker within a few dozen broker restarts under load (config/broker.py).
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One queue per consuming context, so a slow context never starves another.
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]
