@@ -138,6 +138,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # kombu's Redis transport with a repair for celery 5.7's clean-up after a lost broker, which
 # otherwise kills the worker within a few dozen broker restarts under load (config/broker.py).
 CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+# Celery's prefork pool with a repair for a child that died while the consumer reconnected to a
+# lost broker, which otherwise ends the worker on its next connection (config/pool.py).
+CELERY_WORKER_POOL = "config.pool:TaskPool"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One queue per consuming context, so a slow context never starves another.
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]

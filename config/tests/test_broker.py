@@ -84,3 +84,32 @@ def test_the_celery_app_uses_the_repaired_transport():
 
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, Transport)
+
+
+class _ExitedChild:
+    """A pool child that died while the consumer reconnected: untracked, not yet reaped."""
+
+    _sentinel_poll = None
+
+
+@pytest.mark.parametrize(
+    ("pool_class", "fails"),
+    [("celery.concurrency.asynpool:AsynPool", True), ("config.pool:AsynPool", False)],
+)
+def test_a_child_that_died_during_a_reconnect_is_skipped_when_the_pool_registers_again(pool_class, fails):
+    """With Celery's own class this is the worker's death (when it stops failing, upstream fixed
+    it: drop config/pool.py and CELERY_WORKER_POOL); with ours the child is left to maintain_pool."""
+    from kombu.asynchronous import Hub
+    from kombu.utils.imports import symbol_by_name
+
+    pool = symbol_by_name(pool_class).__new__(symbol_by_name(pool_class))  # no processes needed
+    hub = Hub()
+    try:
+        if fails:
+            with pytest.raises(ValueError, match="file descriptor is None"):
+                pool._track_child_process(_ExitedChild(), hub)
+        else:
+            pool._track_child_process(_ExitedChild(), hub)
+            assert not hub.readers
+    finally:
+        hub.close()
