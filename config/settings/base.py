@@ -159,7 +159,12 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, writing beat's heartbeat as it ticks (config/beat.py).
+CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
+# The worker and beat renew a Redis key this often, which expires after the TTL: the dashboard
+# says within that long that no live worker or beat is left (config/heartbeat.py).
+HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 2)
+HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 10)
 
 # ---------------------------------------------------------------------------
 # Messaging and sagas.
