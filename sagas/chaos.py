@@ -125,14 +125,16 @@ def _pings(client) -> bool:
 class ChaosSystem:
     """gunicorn, one worker (all queues) and beat, with logs under artifacts/chaos/."""
 
-    def __init__(self, *, concurrency: int, log_dir: Path) -> None:
+    def __init__(self, *, concurrency: int, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
         self.port = free_port()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
         self.worker = WorkerProcess(self.env, log_dir / "worker.log", concurrency=concurrency, name="chaos")
         self.web: subprocess.Popen | None = None
         self.beat: subprocess.Popen | None = None
         self.started_at = 0.0
+        # Workers that exited by themselves (not killed by the harness): each one is a finding.
+        self.worker_deaths: list[str] = []
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
