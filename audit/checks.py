@@ -527,13 +527,22 @@ _LEDGER_DISAGREES = """
           JOIN {gateway} g ON g.transaction_id = l.provider_reference
          WHERE g.succeeded AND g.kind = 'charge'
     ),
+    refunds AS (
+        -- Their refunds, under whichever key they were made (the saga's, an operator's, a late
+        -- one), and whatever the saga's refund key holds (a refund of a charge never taken).
+        SELECT charges.order_id, r.transaction_id, r.amount, r.currency
+          FROM charges JOIN {gateway} r ON r.charge_transaction_id = charges.transaction_id
+         WHERE r.succeeded AND r.kind = 'refund'
+        UNION
+        SELECT subject.id, r.transaction_id, r.amount, r.currency
+          FROM subject
+          JOIN {gateway} r ON r.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment:compensate'
+         WHERE r.succeeded AND r.kind = 'refund'
+    ),
     movements AS (
         SELECT order_id, 'charge' AS kind, transaction_id AS reference, amount, currency, 1 AS side FROM charges
         UNION ALL
-        -- Their refunds, under whichever key they were made (the saga's, an operator's, a late one).
-        SELECT charges.order_id, r.kind, r.transaction_id, r.amount, r.currency, 1
-          FROM charges JOIN {gateway} r ON r.charge_transaction_id = charges.transaction_id
-         WHERE r.succeeded AND r.kind = 'refund'
+        SELECT order_id, 'refund', transaction_id, amount, currency, 1 FROM refunds
         UNION ALL
         SELECT l.order_id, l.kind, l.provider_reference, l.amount, l.currency, -1
           FROM subject JOIN {ledger} l ON l.order_id = subject.id

@@ -195,7 +195,7 @@ def refund_by_hand(message: Message, evidence: str) -> dict[str, Any]:
         order_id=command.order_id,
         charge_key=command.charge_key,
         refund_key=command_meta(message).idempotency_key,
-        reference=found.group(0) if found else f"by hand: {evidence}"[:100],
+        refund_id=found.group(0) if found else "",
     )
     return {"refunded_payment_status": payment.status, "refunded_amount": payment.refunded_amount}
 

@@ -129,10 +129,17 @@ def payment_record_refund(
     return payment
 
 
-def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key: str, reference: str) -> Payment:
+def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key: str, refund_id: str) -> Payment:
     """Record a refund an operator made in the provider's console, as the ledger entry the
-    saga's refund would have written (the provider's refund id as its reference)."""
+    saga's refund would have written (the provider's refund id as its reference). A charge in
+    our books without the id of its refund is refused: "nothing was charged" or "refunded" on
+    the operator's word alone would leave a ledger nobody can check against the gateway."""
     payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
+    if payment is not None and payment.status == Payment.Status.CHARGED and not refund_id:
+        raise BusinessFailure(
+            f"our books hold charge {payment.provider_charge_id or '(no id)'} of {payment.amount} {payment.currency}:"
+            " give the provider's refund id (re_...) as evidence of its refund by hand"
+        )
     if payment is None:
         return Payment.objects.create(
             order_id=order_id, idempotency_key=charge_key, amount=0, currency="XXX", status=Payment.Status.VOIDED
@@ -146,7 +153,7 @@ def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key:
         amount=payment.amount,
         currency=payment.currency,
         idempotency_key=f"{provider_key(refund_key)}:by-hand",
-        provider_reference=reference,
+        provider_reference=refund_id,
     )
     Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.REFUNDED, updated_at=Now())
     payment.status = Payment.Status.REFUNDED
