@@ -285,8 +285,7 @@ def test_compensating_a_charge_done_by_hand_refunds_that_charge(operator, mailou
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
-def test_replaying_a_refund_dead_letter_after_a_refund_done_by_hand_refunds_nothing_more(operator):
+def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[DeadLetter]]:
     make_catalog()
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=0)
     saga = place()
@@ -308,6 +307,12 @@ def test_replaying_a_refund_dead_letter_after_a_refund_done_by_hand_refunds_noth
             deliver(message.envelope())
     faults_clear()
     assert saga.state == SagaState.FAILED and dead_letters
+    return saga, dead_letters
+
+
+@pytest.mark.django_db
+def test_replaying_a_refund_dead_letter_after_a_refund_done_by_hand_refunds_nothing_more(operator):
+    saga, dead_letters = _refunds_dead_lettered_until_the_saga_failed()
     charge = GatewayCharge.objects.get(idempotency_key=f"pay:{saga.pk}:charge_payment")
     refund_id = (
         FakeGateway()
@@ -416,3 +421,16 @@ def test_a_charge_by_hand_that_loses_to_a_copy_in_flight_is_refunded(operator):
     assert gateway_net(saga, charge_id) == PRICE, "the customer was charged twice"
     assert GatewayCharge.objects.filter(kind="refund", charge_transaction_id=charge_id).count() == 1
     assert ledger_net(order) == PRICE
+
+
+@pytest.mark.django_db
+def test_a_refund_by_hand_without_its_refund_id_is_refused_while_our_books_hold_the_charge(operator):
+    saga, _ = _refunds_dead_lettered_until_the_saga_failed()
+
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence="nothing was charged")
+    settle()
+
+    saga.refresh_from_db()
+    assert saga.state == SagaState.FAILED and "could not be recorded as done by hand" in saga.failure_reason
+    order = Order.objects.get(saga_id=saga.pk)
+    assert ledger_net(order) == PRICE and gateway_net(saga) == PRICE  # nothing claimed that did not happen
