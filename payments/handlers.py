@@ -117,11 +117,12 @@ def charge_landed_late(message: Message, response: GatewayResponse | None, recor
 
 
 def charge_by_hand_lost(message: Message, evidence: str, record: OutcomeRecord) -> None:
-    """The operator charged in the provider's console while a copy of the step charged too,
-    and that copy decided first: the console's charge is the second one, refunded as a late
-    charge is (never the charge our books hold)."""
+    """The operator charged in the provider's console, and the step was decided first another
+    way: charged by a copy in flight (the console's charge is the second one), compensated, or
+    refused. Either way the console's charge is refunded as a late charge is (never the charge
+    our books hold: the evidence may name the saga's own)."""
     found = CHARGE_ID.search(evidence)
-    if found is None or record.outcome != Decision.DONE:
+    if found is None:
         return
     command = message.parse(ChargePayment)
     key = command_meta(message).idempotency_key

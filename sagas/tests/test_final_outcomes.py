@@ -434,3 +434,26 @@ def test_a_refund_by_hand_without_its_refund_id_is_refused_while_our_books_hold_
     assert saga.state == SagaState.FAILED and "could not be recorded as done by hand" in saga.failure_reason
     order = Order.objects.get(saga_id=saga.pk)
     assert ledger_net(order) == PRICE and gateway_net(saga) == PRICE  # nothing claimed that did not happen
+
+
+@pytest.mark.django_db
+def test_a_charge_by_hand_recorded_after_its_step_was_compensated_is_refunded(operator):
+    make_catalog()
+    saga = place()
+    pending("charge_payment")  # lost in the broker
+    _stuck_at_its_deadline(saga)
+    charge_id = console_charge()
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=f"charged {charge_id}")
+    by_hand = pending("charge_payment")  # the record is left to the relay, and is late
+    SagaInstance.objects.filter(pk=saga.pk).update(step_deadline=timezone.now() - timedelta(seconds=1))
+    assert saga_sweep()["stuck"] == 1
+    saga_compensate(saga_id=saga.pk, actor=operator, reason=REASON)  # a second operator gives up
+    settle()
+    deliver(by_hand.envelope())
+    settle()
+
+    saga.refresh_from_db()
+    order = Order.objects.get(saga_id=saga.pk)
+    assert saga.state == SagaState.COMPENSATED and order.status == Order.Status.CANCELLED
+    assert gateway_net(saga, charge_id) == 0, "the customer keeps the charge made by hand"
+    assert ledger_net(order) == 0
