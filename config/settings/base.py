@@ -1,5 +1,7 @@
 """Settings shared by every environment. Everything that varies comes from the environment."""
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from kombu import Exchange, Queue
@@ -175,6 +177,18 @@ OUTBOX_NUDGE_DEBOUNCE_MS = env_int("OUTBOX_NUDGE_DEBOUNCE_MS", 1000)
 # confirmations then cost no broker round trip. Remove a consumer from the list when it runs
 # on workers of its own.
 OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas,inventory,orders")
+# Every envelope sent to the broker is signed (HMAC-SHA256) with the first of these keys and
+# accepted under any of them (outbox.signing): a message nobody holding a key wrote takes no
+# effect. The same list on every process; to rotate, put the new key first everywhere, and drop
+# the old one once the queues have drained. Required in production; the dev and test settings
+# derive one from their SECRET_KEY.
+OUTBOX_SIGNING_KEYS = env_list("OUTBOX_SIGNING_KEYS", "")
+
+
+def derived_signing_keys(secret_key: str) -> list[str]:
+    """Outside production: one envelope key derived from SECRET_KEY, never SECRET_KEY itself."""
+    return [hmac.new(secret_key.encode(), b"outbox envelopes", hashlib.sha256).hexdigest()]
+
 
 LOGGING = {
     "version": 1,

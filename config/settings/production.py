@@ -4,11 +4,17 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int
 from config.settings.base import *  # noqa: F403
-from config.settings.base import MIDDLEWARE, SECRET_KEY
+from config.settings.base import MIDDLEWARE, OUTBOX_SIGNING_KEYS, SECRET_KEY
 
 if not SECRET_KEY or len(SECRET_KEY) < 50:
     raise ImproperlyConfigured(
         "SECRET_KEY must be set in the environment (at least 50 random characters) in production"
+    )
+
+if not OUTBOX_SIGNING_KEYS or any(len(key) < 32 for key in OUTBOX_SIGNING_KEYS):
+    raise ImproperlyConfigured(
+        "OUTBOX_SIGNING_KEYS must be set in the environment in production: comma-separated keys of at least "
+        "32 random characters, the same on every process (the first signs messages, all verify them)"
     )
 
 DEBUG = False

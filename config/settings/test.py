@@ -7,9 +7,12 @@ from config.env import env_str
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 from config.settings.base import *  # noqa: F403
+from config.settings.base import OUTBOX_SIGNING_KEYS, derived_signing_keys
 
 DEBUG = False
 SECRET_KEY = env_str("SECRET_KEY", "test-only-insecure-key")
+# The worker processes the tests start read this module too, and derive the same key.
+OUTBOX_SIGNING_KEYS = OUTBOX_SIGNING_KEYS or derived_signing_keys(SECRET_KEY)
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -14,6 +14,7 @@ from django.utils import timezone
 from orders.models import Order
 from outbox.consumer import deliver
 from outbox.models import DeadLetter, OutboxMessage
+from outbox.signing import signed
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
@@ -169,7 +170,7 @@ def test_compensating_a_stuck_saga_undoes_the_step_that_never_answered_and_refus
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
 
     # The lost charge command turns up after all: the tombstone stops it before the gateway.
-    deliver({**lost_command.envelope(), "message_id": str(uuid.uuid4())})
+    deliver(signed({**lost_command.envelope(), "message_id": str(uuid.uuid4())}))  # a copy the system sent
     assert not GatewayCharge.objects.filter(kind="charge").exists()
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
     saga.refresh_from_db()
