@@ -12,7 +12,7 @@ from django.utils import timezone
 from inventory.selectors import product_catalog
 from orders.exceptions import InvalidOrder, OrderNotCancellable
 from orders.models import Notification, Order
-from orders.notifications import notification_send
+from orders.notifications import greeting, notification_send
 from orders.rows import NewLine, order_insert
 from orders.saga import ORDER_SAGA, OrderSagaData
 from sagas.definition import latest_definition
@@ -157,7 +157,7 @@ def order_confirm(*, order_id: int, notify: bool = True) -> Order:
         notification_send(
             order=order,
             kind=Notification.Kind.CONFIRMATION,
-            body=f"Hello {order.customer_name},\n\nyour order {order.pk} is confirmed:\n{lines}\n",
+            body=f"{greeting(order.customer_name)}\n\nyour order {order.pk} is confirmed:\n{lines}\n",
         )
     return order
 
@@ -176,7 +176,7 @@ def order_cancel(*, order_id: int, reason: str, notify: bool = True) -> Order:
             order=order,
             kind=Notification.Kind.CANCELLATION,
             body=(
-                f"Hello {order.customer_name},\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
+                f"{greeting(order.customer_name)}\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
                 "Any amount charged has been refunded.\n"
             ),
         )

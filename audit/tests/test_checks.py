@@ -252,6 +252,8 @@ def test_a_cancelled_order_charged_at_the_gateway_but_not_in_our_ledger_is_repor
     assert found(report) == {
         (Kind.CANCELLED_MONEY_HELD, f"order:{order.pk}"),
         (Kind.PAYMENT_LEDGER_MISMATCH, f"order:{order.pk}"),
+        # Declined as far as we knew, so the customer was not written to: charged and not told.
+        (Kind.CANCELLED_NOTICE_WRONG, f"order:{order.pk}"),
     }
     mismatch = next(f for f in report.findings if f.kind == Kind.PAYMENT_LEDGER_MISMATCH)
     assert mismatch.involved["references"] == [charge.transaction_id]

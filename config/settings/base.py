@@ -112,6 +112,9 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orders@backoffice.example")
+# A cancelled order that was never charged (a declined card) gets no email unless this is on:
+# anyone can place an order for any address, and such an email would cost them nothing.
+NOTIFY_UNCHARGED_CANCELLATIONS = env_bool("NOTIFY_UNCHARGED_CANCELLATIONS", False)
 
 # ---------------------------------------------------------------------------
 # Celery. Every setting is explicit; the comment says what failure it prevents.
@@ -221,10 +224,18 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Every error, in one shape ({"error": {"code", "message", "fields"}}), mapped in one place.
     "EXCEPTION_HANDLER": "orders.api.errors.exception_handler",
-    # One budget per client, counted in Redis so that all web processes share it. Generous by
-    # default so that benchmarks are not throttled.
+    # One budget per client, counted in Redis so that all web processes share it: ten orders a
+    # second, well above a storefront's peak, far below what would make the shop a mailer
+    # (the benchmarks raise it). Requests with no token or a bad one have a budget per address
+    # (checked by the authentication class, before DRF's 401).
     "DEFAULT_THROTTLE_CLASSES": ["orders.api.throttling.StorefrontClientThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"storefront_client": env_str("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "storefront_client": env_str("API_THROTTLE_RATE", "600/min"),
+        "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "60/min"),
+    },
+    # How many proxies of ours append to X-Forwarded-For: 0 trusts only the peer's address
+    # (a client can write any X-Forwarded-For it likes).
+    "NUM_PROXIES": env_int("API_TRUSTED_PROXY_HOPS", 0),
 }
 
 SPECTACULAR_SETTINGS = {

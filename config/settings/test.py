@@ -7,7 +7,7 @@ from config.env import env_str
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import OUTBOX_SIGNING_KEYS, derived_signing_keys
+from config.settings.base import OUTBOX_SIGNING_KEYS, REST_FRAMEWORK, derived_signing_keys
 
 DEBUG = False
 SECRET_KEY = env_str("SECRET_KEY", "test-only-insecure-key")
@@ -28,3 +28,13 @@ SAGA_RETRY_BASE_SECONDS = 0.1
 SAGA_RETRY_MAX_SECONDS = 0.5
 SAGA_RESEND_AFTER_SECONDS = 5
 OUTBOX_NUDGE_DEBOUNCE_MS = 200
+
+# Every test request comes from 127.0.0.1, and many are meant to be 401s: the per-address budget
+# of requests without a valid token is a test's own choice (orders/tests/test_throttling.py).
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {
+        **REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+        "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "100000/min"),
+    },
+}

@@ -1,6 +1,7 @@
-"""Per-client request rate limits (a 429 with Retry-After beyond them)."""
+"""Request rate limits, per client and per address (a 429 with Retry-After beyond them)."""
 
 import functools
+import ipaddress
 import logging
 import math
 import time
@@ -30,21 +31,14 @@ return {1, current + 1, previous}
 """
 
 
-class StorefrontClientThrottle(SimpleRateThrottle):
-    """One budget per storefront client (its user id), counted in Redis, so that every web
-    process sees the same counts."""
-
-    scope = "storefront_client"
+class SlidingWindowThrottle(SimpleRateThrottle):
+    """A budget per key over a sliding window, counted in Redis, so that every web process sees
+    the same counts. Subclasses name the scope and the key."""
 
     def get_rate(self) -> str | None:
         # Read on every request rather than frozen at import time (as DRF's class attribute
         # is), so that a settings change, in tests or a reload, takes effect.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-    def get_cache_key(self, request, view) -> str | None:
-        if not request.user or not request.user.is_authenticated:
-            return None
-        return f"throttle:{self.scope}:{request.user.pk}"
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:
@@ -78,6 +72,42 @@ class StorefrontClientThrottle(SimpleRateThrottle):
             # The first t with previous * (1 - (elapsed + t) / duration) + current < num_requests.
             later = self.duration * (1 - (self.num_requests - self._current) / self._previous) - self._elapsed
         return max(1.0, math.floor(later) + 1)
+
+
+class StorefrontClientThrottle(SlidingWindowThrottle):
+    """One budget per storefront client (its user id)."""
+
+    scope = "storefront_client"
+
+    def get_cache_key(self, request, view) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        return f"throttle:{self.scope}:{request.user.pk}"
+
+
+class StorefrontAddressThrottle(SlidingWindowThrottle):
+    """One budget per address for the requests that name no client: no token, or a bad one.
+    Checked by the authentication itself (orders.api.authentication), since DRF answers those
+    401 before it looks at any throttle: guessing tokens, or flooding the API with 401s, then
+    costs the sender and not the shop. An IPv6 sender is counted by its /64, which one host
+    usually holds whole."""
+
+    scope = "storefront_address"
+
+    def get_cache_key(self, request, view) -> str | None:
+        return f"throttle:{self.scope}:{_network_of(self.get_ident(request))}"
+
+
+def _network_of(ident: str | None) -> str:
+    try:
+        address = ipaddress.ip_address(ident or "")
+    except ValueError:
+        return str(ident or "")[:64] or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _take(*, keys: list[str], args: list[object]) -> list[int]:
