@@ -4,7 +4,9 @@ import functools
 import ipaddress
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 
 from redis.commands.core import Script
 from redis.exceptions import RedisError
@@ -50,16 +52,19 @@ class SlidingWindowThrottle(SimpleRateThrottle):
         window = int(now // self.duration)
         self._elapsed = now - window * self.duration
         weight = 1 - self._elapsed / self.duration  # of the previous window
+        keys = [f"{key}:{window}", f"{key}:{window - 1}"]
         try:
             allowed, self._current, self._previous = _take(
-                keys=[f"{key}:{window}", f"{key}:{window - 1}"],
-                args=[self.num_requests, weight, 2 * self.duration],
+                keys=keys, args=[self.num_requests, weight, 2 * self.duration]
             )
         except (RedisError, OSError):
             # The counters live in Redis; while it is down, orders still go through (they do
-            # not need Redis: the outbox holds their messages) rather than fail with a 500.
-            logger.warning("throttle counters unavailable; request allowed")
-            return True
+            # not need Redis: the outbox holds their messages) rather than fail with a 500, but
+            # within the same budget counted by this process alone (see _LocalWindows).
+            logger.warning("throttle counters unavailable; counted in this process")
+            allowed, self._current, self._previous = _local_windows.take(
+                keys=keys, limit=self.num_requests, weight=weight
+            )
         return bool(allowed)
 
     def wait(self) -> float:
@@ -108,6 +113,38 @@ def _network_of(ident: str | None) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
+
+
+class _LocalWindows:
+    """The fallback while Redis is down: the same sliding window, counted in this process's
+    memory. Each process then allows the whole budget on its own (with N gunicorn workers, up
+    to N times it in all) until Redis is back: bounded, where the alternatives are no limit or
+    refusing every request. At most MAX_KEYS counters are kept, the least recently used dropped
+    first, so that a flood of addresses cannot grow the process."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self) -> None:
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, *, keys: list[str], limit: int, weight: float) -> tuple[int, int, int]:
+        current_key, previous_key = keys
+        with self._lock:
+            current, previous = self._counts.get(current_key, 0), self._counts.get(previous_key, 0)
+            if previous * weight + current >= limit:
+                return 0, current, previous
+            self._counts[current_key] = current + 1
+            self._counts.move_to_end(current_key)
+            while len(self._counts) > self.MAX_KEYS:
+                self._counts.popitem(last=False)
+            return 1, current + 1, previous
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+_local_windows = _LocalWindows()
 
 
 def _take(*, keys: list[str], args: list[object]) -> list[int]:

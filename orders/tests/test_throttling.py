@@ -84,13 +84,30 @@ def test_retry_after_a_full_window_is_when_its_weight_in_the_next_one_lets_a_req
         assert _allowed(client_id)
 
 
-def test_with_redis_down_requests_go_through(client_id, monkeypatch):
+def _redis_down(monkeypatch) -> None:
     def down(**_):
         raise RedisConnectionError("Connection refused")
 
     monkeypatch.setattr(throttling, "_take", down)
+    monkeypatch.setattr(throttling, "_local_windows", throttling._LocalWindows())
+
+
+def test_with_redis_down_requests_go_through_within_the_budget_counted_in_this_process(client_id, monkeypatch):
+    _redis_down(monkeypatch)
+    with _rate("3/min"):
+        assert [_allowed(client_id) for _ in range(4)] == [True, True, True, False]
+        assert _allowed(client_id + 1), "each client its own budget"
+        throttle = StorefrontClientThrottle()
+        assert not throttle.allow_request(_request(client_id), None) and throttle.wait() >= 1
+
+
+def test_the_local_counts_are_bounded(monkeypatch):
+    _redis_down(monkeypatch)
+    monkeypatch.setattr(throttling._LocalWindows, "MAX_KEYS", 100)
     with _rate("1/min"):
-        assert _allowed(client_id) and _allowed(client_id)
+        for pk in range(1000):
+            _allowed(pk)
+    assert len(throttling._local_windows) == 100
 
 
 @pytest.fixture
