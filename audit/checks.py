@@ -8,10 +8,11 @@ a rename follows, and the caller runs every check in one REPEATABLE READ snapsho
 two tables are never compared as they were at two different moments.
 
 Sagas in flight are legitimately inconsistent for a moment (charged, not yet reserved), so
-the per-order checks (1-4) look only at orders whose saga is terminal. The exceptions hold
-at every moment: an order has its saga from the transaction that creates it, a gateway
-charge is made only for an order that exists, and a shipment is created after the charge and
-cancelled before the refund.
+the per-order checks (1-4, and 7's carrier and notice checks) look only at orders whose saga
+is terminal. The exceptions hold at every moment: an order has its saga from the transaction
+that creates it, a gateway charge is made only for an order that exists, a shipment is
+created after the charge and cancelled before the refund, and no charge is refunded twice or
+beyond its amount.
 """
 
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from orders.models import Notification, Order, OrderLine
 from outbox.models import OutboxMessage
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from sagas.models import SagaInstance
-from shipping.models import Shipment
+from shipping.models import CarrierShipment, Shipment
 
 Kind = Violation.Kind
 
@@ -46,6 +47,7 @@ TABLES = {
     "reservationline": ReservationLine._meta.db_table,
     "movement": StockMovement._meta.db_table,
     "shipment": Shipment._meta.db_table,
+    "carrier": CarrierShipment._meta.db_table,
     "outbox": OutboxMessage._meta.db_table,
     "checkpoint": StockCheckpoint._meta.db_table,
 }
@@ -57,6 +59,9 @@ _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # A gateway key that names a saga step; the saga id is characters 5 to 40.
 STEP_KEY_PATTERN = f"^pay:{_UUID}:"
 CHARGE_KEY_PATTERN = f"^pay:{_UUID}:charge_payment$"
+# The carrier's keys, as shipping.services.carrier_key derives them: 'ship:' and the step key,
+# so 'ship:<saga id>:create_shipment' for the saga's shipment; the saga id is characters 6 to 41.
+CARRIER_KEY_PATTERN = f"^ship:{_UUID}:"
 
 LIVE_SHIPMENT = "('created', 'dispatched')"
 TERMINAL = "('completed', 'compensated', 'failed')"
@@ -81,6 +86,7 @@ class Scope:
     order_ids: list[int] | None = None
     saga_ids: list[str] | None = None
     gateway_charge_ids: list[int] | None = None
+    carrier_shipment_ids: list[int] | None = None
     # Stock movements up to this id are summed in StockCheckpoint; None: sum them all.
     stock_checkpoint: int | None = None
 
@@ -93,9 +99,11 @@ class Scope:
             "order_ids": self.order_ids or [],
             "saga_ids": self.saga_ids or [],
             "gateway_charge_ids": self.gateway_charge_ids or [],
+            "carrier_shipment_ids": self.carrier_shipment_ids or [],
             "stock_checkpoint": self.stock_checkpoint or 0,
             "charge_key_pattern": CHARGE_KEY_PATTERN,
             "step_key_pattern": STEP_KEY_PATTERN,
+            "carrier_key_pattern": CARRIER_KEY_PATTERN,
         }
 
     def orders(self, column: str) -> str:
@@ -106,6 +114,9 @@ class Scope:
 
     def gateway_charges(self, column: str) -> str:
         return "TRUE" if self.gateway_charge_ids is None else f"{column} = ANY(%(gateway_charge_ids)s::bigint[])"
+
+    def carrier_shipments(self, column: str) -> str:
+        return "TRUE" if self.carrier_shipment_ids is None else f"{column} = ANY(%(carrier_shipment_ids)s::bigint[])"
 
 
 def fetch(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -770,6 +781,259 @@ def check_liveness(scope: Scope) -> list[Finding]:
     return findings
 
 
+# ---------------------------------------------------------------------------
+# 7. The providers' own books, and what the customer was told. Our tables can agree with each
+#    other while a provider holds what they do not know of: a shipment the carrier booked
+#    after its step was compensated, a refund made in the gateway's console or by a replayed
+#    command. So these checks read the carrier's and the gateway's records themselves.
+# ---------------------------------------------------------------------------
+
+# The carrier's shipments of finished sagas, by the saga id in their key: the canonical one,
+# 'ship:<saga id>:create_shipment', and any other key under the saga (a late undo, a retry
+# under a derived key). A full sweep joins on the key's text, which hashes; an incremental
+# run, with a few orders, finds their canonical shipment by its unique key, and the other
+# shipments among those new since the last run or named by an open violation (any other
+# key's shipment appears as a new row, and its violation stays in scope while open).
+_CARRIER_OF_SUBJECT_FULL = """
+        SELECT subject.id AS order_id, subject.saga_id, subject.status, subject.state,
+               c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
+          FROM {carrier} c JOIN subject ON subject.saga_id::text = substring(c.idempotency_key FROM 6 FOR 36)
+         -- LIKE with a fixed prefix, which PostgreSQL estimates from the column's statistics: a
+         -- test of characters by position is guessed at a row or two, and every shipment is
+         -- then joined by a nested loop of index scans, several times slower than a hash join.
+         WHERE c.idempotency_key LIKE 'ship:%%'
+"""
+_CARRIER_OF_SUBJECT_CHANGED = """
+        SELECT subject.id AS order_id, subject.saga_id, subject.status, subject.state,
+               c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
+          FROM subject JOIN {carrier} c ON c.idempotency_key = 'ship:' || subject.saga_id::text || ':create_shipment'
+        UNION
+        SELECT subject.id, subject.saga_id, subject.status, subject.state,
+               c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
+          FROM {carrier} c
+          JOIN subject ON subject.saga_id = (CASE WHEN c.idempotency_key ~ %(carrier_key_pattern)s
+                                                  THEN substring(c.idempotency_key FROM 6 FOR 36)::uuid END)
+         WHERE {carrier_in_scope}
+"""
+
+# A live shipment (accepted, not cancelled) belongs to a confirmed order, and only one; any
+# shipment the carrier accepted is in our books under its step key (the carrier key less
+# 'ship:'), even when cancelled since: a tombstone counts.
+_CARRIER_DISAGREES = """
+    WITH subject AS (
+        SELECT o.id, o.saga_id, o.status, s.state
+          FROM {order} o JOIN {saga} s ON s.id = o.saga_id
+         WHERE {in_scope} AND s.state IN {terminal}
+    ),
+    carrier AS ({carrier_of_subject}),
+    twice AS (
+        SELECT order_id FROM carrier WHERE accepted AND NOT cancelled GROUP BY order_id HAVING count(*) > 1
+    ),
+    facts AS (
+        -- Joins, not NOT EXISTS: PostgreSQL hashes that subplan over every shipment even for
+        -- the few carrier shipments of an incremental run; the step key is unique.
+        SELECT carrier.*, carrier.accepted AND NOT carrier.cancelled AS live,
+               twice.order_id IS NOT NULL AS twice, carrier.accepted AND sh.id IS NULL AS unrecorded
+          FROM carrier
+          LEFT JOIN twice ON twice.order_id = carrier.order_id
+          LEFT JOIN {shipment} sh ON sh.idempotency_key = substring(carrier.idempotency_key FROM 6)
+    )
+    SELECT * FROM facts
+     WHERE (live AND (status = 'cancelled' OR state IN ('compensated', 'failed'))) OR unrecorded OR twice
+     ORDER BY order_id, id
+"""
+
+
+def check_carrier_book(scope: Scope) -> list[Finding]:
+    carrier_of_subject = (_CARRIER_OF_SUBJECT_FULL if scope.full else _CARRIER_OF_SUBJECT_CHANGED).format(
+        **TABLES, carrier_in_scope=scope.carrier_shipments("c.id")
+    )
+    rows = _query(
+        _CARRIER_DISAGREES,
+        scope,
+        in_scope=scope.orders("o.id"),
+        terminal=TERMINAL,
+        carrier_of_subject=carrier_of_subject,
+    )
+    findings = []
+    live_by_order: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["live"]:
+            live_by_order.setdefault(row["order_id"], []).append(row)
+        if row["unrecorded"]:
+            findings.append(
+                Finding(
+                    kind=Kind.CARRIER_SHIPMENT_UNRECORDED,
+                    key=f"carrier_shipment:{row['id']}",
+                    involved={"carrier_shipment": row["id"], "order": row["order_id"], "saga": str(row["saga_id"])},
+                    detail=(
+                        f"the carrier accepted shipment {row['reference']} under key {row['idempotency_key']!r} "
+                        f"({'cancelled' if row['cancelled'] else 'live'}) for order {row['order_id']}, "
+                        f"whose saga is {row['state']}; we have no shipment under that step key"
+                    ),
+                )
+            )
+    for live in live_by_order.values():
+        first = live[0]
+        references = ", ".join(row["reference"] for row in live)
+        involved = {"carrier_shipments": [row["id"] for row in live]}
+        if first["status"] == "cancelled" or first["state"] in ("compensated", "failed"):
+            findings.append(
+                _order_finding(
+                    Kind.CARRIER_SHIPMENT_LIVE_CANCELLED,
+                    first,
+                    f"{len(live)} live shipment(s) at the carrier ({references}) for an order that is "
+                    f"{first['status']}, its saga {first['state']}",
+                    **involved,
+                )
+            )
+        if first["twice"]:
+            findings.append(
+                _order_finding(
+                    Kind.CARRIER_SHIPMENT_TWICE,
+                    first,
+                    f"{len(live)} live shipments at the carrier ({references}) for one order",
+                    **involved,
+                )
+            )
+    return findings
+
+
+# Refunds are joined to their charge by the charge's transaction id, never by key: a refund
+# made in the gateway's console, or by a late undo under a derived key, refunds the same
+# money. These hold at every moment, in flight or not: a refund moves money at once.
+_CHARGES_FULL = "SELECT c.* FROM {gateway} c WHERE c.kind = 'charge'"
+# The charges of the refunds new since the last run (by the unique transaction id), and the
+# charges new or named by an open violation.
+_CHARGES_CHANGED = """
+        SELECT c.* FROM {gateway} c
+         WHERE c.kind = 'charge' AND c.transaction_id IN (
+               SELECT g.charge_transaction_id FROM {gateway} g WHERE g.kind = 'refund' AND {in_scope})
+        UNION
+        SELECT c.* FROM {gateway} c WHERE c.kind = 'charge' AND {in_scope_c}
+"""
+
+_REFUNDS_BEYOND_CHARGE = """
+    WITH charges AS ({charges}),
+    refunded AS (
+        SELECT c.id, c.transaction_id, c.idempotency_key, c.currency,
+               -- a declined charge took nothing: any refund of it gives money away
+               CASE WHEN c.succeeded THEN c.amount ELSE 0 END AS amount,
+               count(r.id) AS refunds, sum(r.amount) AS refunded,
+               array_agg(r.id ORDER BY r.id) AS refund_ids,
+               array_agg(r.transaction_id ORDER BY r.id) AS refund_references
+          FROM charges c JOIN {gateway} r ON r.charge_transaction_id = c.transaction_id
+         WHERE r.kind = 'refund' AND r.succeeded
+         GROUP BY c.id, c.transaction_id, c.idempotency_key, c.currency, c.succeeded, c.amount
+    )
+    SELECT refunded.*, o.id AS order_id
+      FROM refunded
+      LEFT JOIN {order} o ON o.saga_id = (CASE WHEN refunded.idempotency_key ~ %(charge_key_pattern)s
+                                               THEN substring(refunded.idempotency_key FROM 5 FOR 36)::uuid END)
+     WHERE refunded.refunds > 1 OR refunded.refunded > refunded.amount
+"""
+
+
+def check_gateway_refunds(scope: Scope) -> list[Finding]:
+    charges = (_CHARGES_FULL if scope.full else _CHARGES_CHANGED).format(
+        **TABLES, in_scope=scope.gateway_charges("g.id"), in_scope_c=scope.gateway_charges("c.id")
+    )
+    findings = []
+    for row in _query(_REFUNDS_BEYOND_CHARGE, scope, charges=charges):
+        involved = {
+            "gateway_charge": row["id"],
+            "transaction_id": row["transaction_id"],
+            "refunds": row["refund_ids"],
+            **({"order": row["order_id"]} if row["order_id"] is not None else {}),
+        }
+        of_charge = (
+            f"charge {row['transaction_id']} of {row['amount']} {row['currency']}"
+            + (f" (order {row['order_id']})" if row["order_id"] is not None else "")
+            + f": {row['refunds']} refund(s) at the gateway ({', '.join(row['refund_references'])})"
+        )
+        if row["refunded"] > row["amount"]:
+            findings.append(
+                Finding(
+                    kind=Kind.GATEWAY_REFUNDS_EXCEED_CHARGE,
+                    key=f"gateway_charge:{row['id']}",
+                    involved=involved,
+                    detail=f"{of_charge} give back {row['refunded']}, more than was charged",
+                )
+            )
+        if row["refunds"] > 1:
+            findings.append(
+                Finding(
+                    kind=Kind.GATEWAY_CHARGE_REFUNDED_TWICE,
+                    key=f"gateway_charge:{row['id']}",
+                    involved=involved,
+                    detail=f"{of_charge}: refunded more than once",
+                )
+            )
+    return findings
+
+
+# A cancellation notice that tells the customer their money was refunded needs a refund at
+# the gateway: a succeeded refund of a charge made for the order, under its saga's charge key
+# or the charge its payment names (a charge made by hand, recorded with its evidence). The
+# saga's own refund, under its compensation key, is found by that unique key; only a notice
+# it does not back looks for another refund of the order's charges, by transaction id, which
+# has no index: with no such notice the gateway's table is not read at all.
+_REFUND_ANNOUNCED_NOT_MADE = """
+    WITH claims AS (
+        SELECT o.id AS order_id, o.saga_id, n.id AS notification_id
+          FROM {order} o
+          JOIN {saga} s ON s.id = o.saga_id
+          JOIN {notification} n ON n.order_id = o.id
+         WHERE {in_scope} AND s.state IN {terminal}
+           AND n.kind = 'cancellation' AND n.body ILIKE '%%refunded%%'
+    ),
+    charges AS (
+        SELECT claims.order_id, c.transaction_id
+          FROM claims JOIN {gateway} c ON c.idempotency_key = 'pay:' || claims.saga_id::text || ':charge_payment'
+         WHERE c.kind = 'charge'
+        UNION
+        SELECT claims.order_id, p.provider_charge_id
+          FROM claims JOIN {payment} p ON p.order_id = claims.order_id
+         WHERE p.provider_charge_id <> ''
+    ),
+    backed AS (
+        SELECT DISTINCT claims.order_id
+          FROM claims
+          JOIN charges ON charges.order_id = claims.order_id
+          JOIN {gateway} r
+            ON r.idempotency_key = 'pay:' || claims.saga_id::text || ':charge_payment:compensate'
+           AND r.charge_transaction_id = charges.transaction_id
+         WHERE r.kind = 'refund' AND r.succeeded
+    ),
+    unbacked AS (
+        SELECT claims.* FROM claims LEFT JOIN backed ON backed.order_id = claims.order_id
+         WHERE backed.order_id IS NULL
+    ),
+    refunded AS (
+        SELECT DISTINCT charges.order_id
+          FROM unbacked
+          JOIN charges ON charges.order_id = unbacked.order_id
+          JOIN {gateway} r ON r.charge_transaction_id = charges.transaction_id
+         WHERE r.kind = 'refund' AND r.succeeded
+    )
+    SELECT unbacked.* FROM unbacked LEFT JOIN refunded ON refunded.order_id = unbacked.order_id
+     WHERE refunded.order_id IS NULL
+"""
+
+
+def check_refund_notices(scope: Scope) -> list[Finding]:
+    return [
+        _order_finding(
+            Kind.CANCELLATION_REFUND_UNMADE,
+            row,
+            "the cancellation notice says the money was refunded; the gateway holds no refund of any charge "
+            "made for this order",
+            notification=row["notification_id"],
+        )
+        for row in _query(_REFUND_ANNOUNCED_NOT_MADE, scope, in_scope=scope.orders("o.id"), terminal=TERMINAL)
+    ]
+
+
 Check = Callable[[Scope], list[Finding]]
 
 CHECKS: list[Check] = [
@@ -779,4 +1043,7 @@ CHECKS: list[Check] = [
     check_money_and_shipments,
     check_stock,
     check_liveness,
+    check_carrier_book,
+    check_gateway_refunds,
+    check_refund_notices,
 ]

@@ -43,6 +43,19 @@ class Violation(models.Model):
         # 6. liveness
         SAGA_OVERDUE_NOT_STUCK = "saga_overdue_not_stuck", "saga past its deadline and not flagged stuck"
         OUTBOX_STALE = "outbox_stale", "outbox messages unpublished for too long"
+        # 7. the providers' own books, and what the customer was told
+        CARRIER_SHIPMENT_LIVE_CANCELLED = (
+            "carrier_shipment_live_cancelled",
+            "live shipment at the carrier for a cancelled order",
+        )
+        CARRIER_SHIPMENT_UNRECORDED = "carrier_shipment_unrecorded", "shipment at the carrier without our shipment row"
+        CARRIER_SHIPMENT_TWICE = "carrier_shipment_twice", "more than one live shipment at the carrier for one order"
+        GATEWAY_REFUNDS_EXCEED_CHARGE = "gateway_refunds_exceed_charge", "refunds at the gateway exceed their charge"
+        GATEWAY_CHARGE_REFUNDED_TWICE = "gateway_charge_refunded_twice", "charge refunded more than once at the gateway"
+        CANCELLATION_REFUND_UNMADE = (
+            "cancellation_refund_unmade",
+            "cancellation notice announces a refund the gateway never made",
+        )
 
     id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=40, choices=Kind.choices)

@@ -13,7 +13,7 @@ open violation's objects). Two kinds of change marks are used, whichever moves o
   placed, confirmed, cancelled), ``SagaInstance.finished_at`` and ``created_at`` (the
   orchestrator moves ``updated_at`` only when it sends a command, not when a saga finishes);
 * ids of append-only rows: ledger entries, payments, gateway charges, reservations, stock
-  movements, shipments, notifications. (Payment, Reservation and Shipment rows are also
+  movements, shipments, notifications, the carrier's shipments. (Payment, Reservation and Shipment rows are also
   updated in place, but always with an append-only row of their context or while their
   saga is still running: a refund entry, a release movement, the cancel_shipment step.)
 
@@ -43,7 +43,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from audit.checks import CHECKS, STEP_KEY_PATTERN, TABLES, Finding, Scope, fetch
+from audit.checks import CARRIER_KEY_PATTERN, CHECKS, STEP_KEY_PATTERN, TABLES, Finding, Scope, fetch
 from audit.models import AuditRun, Violation
 from config import metrics
 
@@ -68,6 +68,7 @@ WRITTEN_AT = {
     "movement": "created_at",
     "shipment": "created_at",
     "notification": "sent_at",
+    "carrier": "created_at",
 }
 WATERMARK_TABLES = tuple(WRITTEN_AT)
 
@@ -225,6 +226,9 @@ def _id_floors(*, since: datetime) -> dict[str, int]:
 
 
 _STEP_SAGA = "(CASE WHEN {column} ~ %(step_key_pattern)s THEN substring({column} FROM 5 FOR 36)::uuid END)"
+_CARRIER_SAGA = (
+    "(CASE WHEN c.idempotency_key ~ %(carrier_key_pattern)s THEN substring(c.idempotency_key FROM 6 FOR 36)::uuid END)"
+)
 
 _CHANGED_ORDERS = """
     SELECT id FROM {order} WHERE updated_at >= %(since)s
@@ -243,6 +247,7 @@ _CHANGED_ORDERS = """
             JOIN {gateway} c ON c.transaction_id = g.charge_transaction_id
             JOIN {order} o ON o.saga_id = {charge_saga}
            WHERE g.id > %(gateway)s AND g.kind = 'refund'
+    UNION SELECT o.id FROM {carrier} c JOIN {order} o ON o.saga_id = {carrier_saga} WHERE c.id > %(carrier)s
 """
 
 _CHANGED_SAGAS = """
@@ -251,26 +256,35 @@ _CHANGED_SAGAS = """
 """
 
 _CHANGED_GATEWAY_CHARGES = "SELECT id FROM {gateway} WHERE id > %(gateway)s"
+_CHANGED_CARRIER_SHIPMENTS = "SELECT id FROM {carrier} WHERE id > %(carrier)s"
 
 
 def _changed_scope(*, now: datetime, since: datetime, floors: dict[str, int], stock_checkpoint: int | None) -> Scope:
     """What changed since ``since``, plus the objects of every open violation."""
-    params = {**floors, "since": since, "step_key_pattern": STEP_KEY_PATTERN}
+    params = {
+        **floors,
+        "since": since,
+        "step_key_pattern": STEP_KEY_PATTERN,
+        "carrier_key_pattern": CARRIER_KEY_PATTERN,
+    }
     sql = _CHANGED_ORDERS.format(
         **TABLES,
         gateway_saga=_STEP_SAGA.format(column="g.idempotency_key"),
         charge_saga=_STEP_SAGA.format(column="c.idempotency_key"),
+        carrier_saga=_CARRIER_SAGA,
     )
     open_objects = _open_violation_objects()
     order_ids = {row["id"] for row in fetch(sql, params)} | open_objects["order"]
     params["order_keys"] = [str(order_id) for order_id in order_ids]
     saga_ids = {str(row["id"]) for row in fetch(_CHANGED_SAGAS.format(**TABLES), params)} | open_objects["saga"]
     charge_ids = {row["id"] for row in fetch(_CHANGED_GATEWAY_CHARGES.format(**TABLES), params)}
+    carrier_ids = {row["id"] for row in fetch(_CHANGED_CARRIER_SHIPMENTS.format(**TABLES), params)}
     return Scope(
         now=now,
         order_ids=sorted(order_ids),
         saga_ids=sorted(saga_ids),
         gateway_charge_ids=sorted(charge_ids | open_objects["gateway_charge"]),
+        carrier_shipment_ids=sorted(carrier_ids | open_objects["carrier_shipment"]),
         stock_checkpoint=stock_checkpoint,
     )
 
@@ -278,12 +292,12 @@ def _changed_scope(*, now: datetime, since: datetime, floors: dict[str, int], st
 def _open_violation_objects() -> dict[str, set]:
     """The objects of open violations, by kind of object, so that a run checks them again
     (and resolves those that were repaired) whatever changed."""
-    objects: dict[str, set] = {"order": set(), "saga": set(), "gateway_charge": set()}
+    objects: dict[str, set] = {"order": set(), "saga": set(), "gateway_charge": set(), "carrier_shipment": set()}
     for involved in Violation.objects.filter(resolved_at__isnull=True).values_list("involved", flat=True):
         for name, ids in objects.items():
-            value = involved.get(name)
-            if value is not None:
-                ids.add(str(value) if name == "saga" else int(value))
+            # one object under its name, or several under the plural ("carrier_shipments")
+            values = [involved[name]] if involved.get(name) is not None else involved.get(f"{name}s") or []
+            ids.update(str(value) if name == "saga" else int(value) for value in values)
     return objects
 
 

@@ -6,11 +6,15 @@ from pathlib import Path
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
 
+from config.heartbeat import WorkerHeartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The worker's heartbeat, renewed from the consumer's event loop (config/heartbeat.py).
+app.steps["consumer"].add(WorkerHeartbeat)
 
 
 @task_prerun.connect

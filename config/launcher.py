@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 
 from config.env import database_from_url
+from config.supervisor import Supervisor, read_procfile
 
 if TYPE_CHECKING:
     from pgserver import PostgresServer
@@ -95,10 +96,11 @@ class StopSignals:
     """Turns SIGINT, SIGTERM and SIGHUP into an orderly stop.
 
     With no child running, the first signal raises :class:`StopRequested`, which unwinds into
-    the cleanup that stops the embedded servers. While a child runs (migrate, honcho, pytest)
-    the signal is passed on to the child instead and the launcher keeps waiting: the child has
-    its own orderly shutdown (honcho stops web, worker and beat; pytest runs its teardown, which
-    stops the Celery worker it started), and killing it half-way would orphan what it started.
+    the cleanup that stops the embedded servers (and, under ``run``, the supervisor's web, worker
+    and beat first). While a child runs (migrate, pytest) the signal is passed on to the child
+    instead and the launcher keeps waiting: the child has its own orderly shutdown (pytest runs
+    its teardown, which stops the Celery worker it started), and killing it half-way would orphan
+    what it started.
     Once cleanup has begun, further signals are only noted, so they cannot cut it short.
     """
 
@@ -171,9 +173,8 @@ class StopSignals:
             return
         if signum == signal.SIGINT and _terminal_sent_sigint_to_group():
             return  # the child got this very Ctrl-C too; a second one would cut its shutdown short
-        # SIGINT for every stop signal: honcho and Python (pytest, manage.py) both answer it with
-        # an orderly shutdown, while SIGTERM kills pytest without its teardown and SIGHUP kills
-        # honcho without it stopping its processes.
+        # SIGINT for every stop signal: Python (pytest, manage.py) answers it with an orderly
+        # shutdown, while SIGTERM kills pytest without its teardown.
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGINT)
 
@@ -562,12 +563,11 @@ def command_run(options: argparse.Namespace, stack: contextlib.ExitStack, signal
 
     if "PROMETHEUS_MULTIPROC_DIR" not in env:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(data_dir))
-    code, _ = signals.run(honcho_command(options.port), env=env)
-    if signals.received is not None:
-        say("web, worker and beat stopped")
-        return 128 + signals.received
-    say(f"honcho ended on its own (exit code {code}): a process of the Procfile stopped")
-    return code or 1
+    # Runs until a stop signal (StopRequested), restarting whichever process exits meanwhile.
+    Supervisor(
+        read_procfile(PROJECT_DIR / "Procfile"), env=env, cwd=PROJECT_DIR, say=say, on_stopping=signals.shutting_down
+    ).run()
+    return 0  # not reached: only a stop signal ends the supervisor
 
 
 def fresh_metrics_dir(data_dir: Path) -> Path:
@@ -578,18 +578,6 @@ def fresh_metrics_dir(data_dir: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def honcho_command(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "honcho",
-        "--procfile", str(PROJECT_DIR / "Procfile"),
-        "--app-root", str(PROJECT_DIR),
-        # The launcher has decided the environment; a .env must not point the processes at
-        # another database or broker than the one it just migrated and checked.
-        "--env", os.devnull,
-        "start", "--port", str(port),
-    ]  # fmt: skip
 
 
 def banner(port: int, seed_output: str, credentials_file: Path, services: Services) -> str:

@@ -1,5 +1,6 @@
 """Starting and stopping real Celery worker and gunicorn processes, for tests and benchmarks."""
 
+import functools
 import http.client
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from celery import Celery
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -35,6 +37,9 @@ class WorkerProcess:
         self.queues = queues or ALL_QUEUES
         self.process: subprocess.Popen | None = None
         self.name = f"{name}-{os.getpid()}-{int(time.time() * 1000)}@localhost"
+        # The broker the worker is told to use, which need not be this process's own (a test
+        # that restarts a Redis of its own); None: the same as this process's.
+        self.broker_url = env.get("CELERY_BROKER_URL") or env.get("REDIS_URL")
 
     def start(self, *, wait: bool = True) -> None:
         self.log = open(self.log_path, "ab")
@@ -64,8 +69,9 @@ class WorkerProcess:
             try:
                 # A connection of its own, not the pool's: after a broker restart a pooled one
                 # is stale.
-                with celery_app.connection_for_write() as connection:
-                    if celery_app.control.ping(destination=[self.name], timeout=0.5, connection=connection):
+                app = control_app(self.broker_url)
+                with app.connection_for_write() as connection:
+                    if app.control.ping(destination=[self.name], timeout=0.5, connection=connection):
                         return
             except (OSError, RedisError):
                 time.sleep(0.2)
@@ -201,6 +207,20 @@ class WebProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@functools.cache
+def control_app(broker_url: str | None) -> Celery:
+    """A Celery app to ping workers on ``broker_url`` with; this process's own for None.
+
+    Remote control publishes through the app's producer pool, whatever connection it is given,
+    so a worker on another broker (a Redis a test restarts) needs an app of its own."""
+    if broker_url is None or broker_url == celery_app.conf.broker_url:
+        return celery_app
+    app = Celery("backoffice-control", broker=broker_url, set_as_current=False)
+    app.conf.accept_content = celery_app.conf.accept_content
+    app.conf.broker_transport = celery_app.conf.broker_transport
+    return app
 
 
 def database_url(settings_dict: dict) -> str:

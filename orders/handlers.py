@@ -25,7 +25,7 @@ class ConfirmOrder:
 class CancelOrder:
     order_id: int
     reason: str = ""
-    refunded_amount: int = 0
+    refunded_amount: int = 0  # what the saga's refund gave back, for the customer's notice
     charged: bool = True  # a command sent before the field existed: notify, as then
 
 
@@ -46,7 +46,9 @@ def cancel(message: Message, _: object) -> dict[str, Any]:
     notice that costs them nothing would make the shop a mailer of their choosing."""
     command = message.parse(CancelOrder)
     notify = command.charged or settings.NOTIFY_UNCHARGED_CANCELLATIONS
-    order = order_cancel(order_id=command.order_id, reason=command.reason, notify=notify)
+    order = order_cancel(
+        order_id=command.order_id, reason=command.reason, refunded_amount=command.refunded_amount, notify=notify
+    )
     return {"order_status": order.status}
 
 

@@ -65,7 +65,9 @@ class OrderLine(models.Model):
 
 
 class Notification(models.Model):
-    """A customer email, sent at most once per order and kind (the unique row guarantees it)."""
+    """A customer email, sent at most once per order and kind (the unique row guarantees it).
+    Its body is kept as sent, so that what the customer was told (e.g. that a refund was made)
+    can be checked against the books."""
 
     class Kind(models.TextChoices):
         CONFIRMATION = "confirmation", "order confirmation"
@@ -76,6 +78,7 @@ class Notification(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     recipient = models.EmailField()
     subject = models.CharField(max_length=200)
+    body = models.TextField(blank=True, db_default="")
     sent_at = models.DateTimeField(db_default=Now())
 
     class Meta:

@@ -42,7 +42,7 @@ def greeting(name: str) -> str:
 
 
 _INSERT_SQL = """
-    INSERT INTO orders_notification (order_id, kind, recipient, subject) VALUES (%s, %s, %s, %s)
+    INSERT INTO orders_notification (order_id, kind, recipient, subject, body) VALUES (%s, %s, %s, %s, %s)
     ON CONFLICT (order_id, kind) DO NOTHING
     RETURNING id, sent_at
 """
@@ -53,11 +53,11 @@ def notification_send(*, order: Order, kind: str, body: str) -> Notification:
     the order's row lock, so no other transaction can be inserting the same row meanwhile (the
     unique constraint would still refuse a second one)."""
     notification = Notification(
-        order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk)
+        order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk), body=body
     )
     with connection.cursor() as cursor:
         # One statement on the common path: the row, unless this order's email of this kind exists.
-        cursor.execute(_INSERT_SQL, [order.pk, kind, notification.recipient, notification.subject])
+        cursor.execute(_INSERT_SQL, [order.pk, kind, notification.recipient, notification.subject, body])
         row = cursor.fetchone()
     if row is None:
         return Notification.objects.get(order=order, kind=kind)

@@ -162,9 +162,15 @@ def order_confirm(*, order_id: int, notify: bool = True) -> Order:
     return order
 
 
-def order_cancel(*, order_id: int, reason: str, notify: bool = True) -> Order:
+def order_cancel(
+    *, order_id: int, reason: str, refunded_amount: int = 0, currency: str = "", notify: bool = True
+) -> Order:
     """The compensation of creating the order: cancel it and tell the customer, once. ``notify``
-    False: an operator cancelled it by hand and told the customer themselves."""
+    False: an operator cancelled it by hand and told the customer themselves.
+
+    The notice mentions money only when the caller names a refund that was made: a notice
+    that claims a refund the gateway never made is the broken promise the auditor looks for
+    (audit.checks, cancellation_refund_unmade), and "nothing was charged" may be false too."""
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status == Order.Status.PENDING:
         order.status = Order.Status.CANCELLED
@@ -177,7 +183,16 @@ def order_cancel(*, order_id: int, reason: str, notify: bool = True) -> Order:
             kind=Notification.Kind.CANCELLATION,
             body=(
                 f"{greeting(order.customer_name)}\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
-                "Any amount charged has been refunded.\n"
+                + (
+                    f"We refunded {_amount(refunded_amount)} {currency or order.currency}.\n"
+                    if refunded_amount > 0
+                    else ""
+                )
             ),
         )
     return order
+
+
+def _amount(minor_units: int) -> str:
+    """Minor units as the customer reads them, for the two-decimal currencies we sell in."""
+    return f"{minor_units // 100}.{minor_units % 100:02d}"

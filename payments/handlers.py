@@ -18,6 +18,7 @@ from outbox.publishing import publish
 from payments.gateway import ChargeAlreadyRefunded, GatewayResponse, get_gateway
 from payments.models import Payment, StepOutcome
 from payments.services import (
+    late_charge_key,
     payment_record_charge,
     payment_record_charge_by_hand,
     payment_record_late_charge_refund,
@@ -110,6 +111,24 @@ def charge_landed_late(message: Message, response: GatewayResponse | None, recor
     )
 
 
+def charge_by_hand_lost(message: Message, evidence: str, record: OutcomeRecord) -> None:
+    """The operator charged in the provider's console while a copy of the step charged too,
+    and that copy decided first: the console's charge is the second one, refunded as a late
+    charge is (never the charge our books hold)."""
+    found = CHARGE_ID.search(evidence)
+    if found is None or record.outcome != Decision.DONE:
+        return
+    command = message.parse(ChargePayment)
+    key = command_meta(message).idempotency_key
+    publish(
+        type=REFUND_LATE_CHARGE,
+        destination=CONSUMER,
+        aggregate="payment",
+        aggregate_id=key,
+        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=found.group(0)),
+    )
+
+
 @dataclass(frozen=True)
 class RefundCall:
     charge: GatewayResponse | None
@@ -182,7 +201,8 @@ def refund_late_call(message: Message) -> RefundCall:
     if recorded is not None and recorded.provider_charge_id == command.transaction_id:
         return RefundCall(charge=None, refund=None)  # our books hold this charge: never refund it from here
     charged = get_gateway().retrieve_charge_by_id(transaction_id=command.transaction_id)
-    return _refund_charge(charged=charged, refund_key=provider_key(f"{command.charge_key}:late"))
+    refund_key = provider_key(late_charge_key(command.charge_key, command.transaction_id))
+    return _refund_charge(charged=charged, refund_key=refund_key)
 
 
 def refund_late(message: Message, call: RefundCall) -> None:
@@ -200,6 +220,7 @@ saga_participant(
     book=BOOK,
     manual=charge_by_hand,
     late_effect=charge_landed_late,
+    lost_by_hand=charge_by_hand_lost,
 )
 saga_participant(CONSUMER, "refund_payment", handle=refund, prepare=refund_call, book=BOOK, manual=refund_by_hand)
 register(CONSUMER, REFUND_LATE_CHARGE, handle=refund_late, prepare=refund_late_call)

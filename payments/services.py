@@ -43,6 +43,12 @@ def payment_record_charge(*, order_id: int, step_key: str, response: GatewayResp
     return payment
 
 
+def late_charge_key(step_key: str, transaction_id: str) -> str:
+    """The key under which a charge that landed late (or twice, by hand) is refunded and booked:
+    derived from the step's key and the charge, so each stray charge has its own."""
+    return f"{step_key}:late:{transaction_id}"
+
+
 def payment_record_charge_by_hand(
     *, order_id: int, step_key: str, amount: int, currency: str, charge_id: str
 ) -> Payment:
@@ -157,7 +163,7 @@ def payment_record_late_charge_refund(
     payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
     if payment is not None and payment.provider_charge_id == charge.transaction_id:
         return  # the compensation found this charge and refunded it
-    late_key = f"{charge_key}:late"
+    late_key = late_charge_key(charge_key, charge.transaction_id)
     if payment is not None and payment.status == Payment.Status.VOIDED and not payment.provider_charge_id:
         # The compensation's tombstone becomes the record of the charge it could not see.
         Payment.objects.filter(pk=payment.pk).update(
@@ -182,7 +188,7 @@ def payment_record_late_charge_refund(
         )
         if not created:
             return
-        charge_entry_key = f"{provider_key(charge_key)}:late-charge"
+        charge_entry_key = f"{provider_key(late_key)}:charge"
     LedgerEntry.objects.create(
         payment=payment,
         order_id=order_id,

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -235,6 +236,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "title": "Saga dashboard",
             "d": summary,
             "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
+            "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
             "throughput_chart": bar_chart(
                 labels=labels, values=[point.completed for point in minutes], unit="completed"
             ),

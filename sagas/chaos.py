@@ -125,10 +125,14 @@ def _pings(client) -> bool:
 class ChaosSystem:
     """gunicorn, one worker (all queues) and beat, with logs under artifacts/chaos/."""
 
-    def __init__(self, *, concurrency: int, log_dir: Path) -> None:
+    def __init__(self, *, concurrency: int, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
         # Static files are collected into a folder of the run's own, never into a deployment's.
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "STATIC_ROOT": str(log_dir / "static")}
+        self.env = {
+            **(os.environ if env is None else env),
+            "PYTHONUNBUFFERED": "1",
+            "STATIC_ROOT": str(log_dir / "static"),
+        }
         self.worker = WorkerProcess(self.env, log_dir / "worker.log", concurrency=concurrency, name="chaos")
         self.web = WebProcess(
             self.env, log_dir / "web.log", args=["--workers", "2", "--threads", "4", "--timeout", "60"]
@@ -136,6 +140,8 @@ class ChaosSystem:
         self.port = self.web.port
         self.beat: subprocess.Popen | None = None
         self.started_at = 0.0
+        # Workers that exited by themselves (not killed by the harness): each one is a finding.
+        self.worker_deaths: list[str] = []
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -144,8 +150,7 @@ class ChaosSystem:
         self.worker.start()
         self.web.start(wait=False)
         self.beat = self._spawn(
-            [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
             "beat.log",
         )  # fmt: skip
         wait_for(self._healthy, timeout=60, interval=0.5, message="the chaos system never became healthy")
@@ -172,16 +177,28 @@ class ChaosSystem:
             self.worker.log.close()
 
     def ensure_worker(self, *, wait: bool = False) -> bool:
-        """Start the worker again if it is gone (killed, or it gave up while its pool was being
-        killed at start-up); returns True when it had to."""
+        """Start the worker again if it is gone; returns True when it had to.
+
+        A worker the harness killed is restarted as planned. One that exited by itself is a
+        death, recorded with its exit code and last error, then restarted too so that the run
+        goes on: in production nothing guarantees that a supervisor is there to do so.
+        """
         if self.worker.running:
             return False
         if self.worker.process is not None:
+            self.worker_deaths.append(self._death_note())
+            logger.error("the worker died by itself", extra={"death": self.worker_deaths[-1]})
             self.worker.process = None
             self.worker.log.close()
         self.worker.start(wait=wait)
         self.started_at = time.monotonic()
         return True
+
+    def _death_note(self) -> str:
+        assert self.worker.process is not None
+        lines = self.worker.tail(400).splitlines()
+        cause = next((line for line in reversed(lines) if "Unrecoverable error" in line), lines[-1] if lines else "")
+        return f"exit code {self.worker.process.returncode}: {cause[:300]}"
 
     def stop(self) -> None:
         self.web.stop()
@@ -454,6 +471,8 @@ class ChaosRun:
             "duplicates_absorbed": _duplicates_absorbed(),
             "worker_children_killed": self.tally.worker_children_killed,
             "worker_restarts": self.tally.worker_restarts,
+            "worker_deaths": len(self.system.worker_deaths),
+            "worker_death_causes": self.system.worker_deaths[:5],
             "redis_restarts": self.tally.redis_restarts,
             "pg_connections_terminated": self.tally.pg_terminated,
             "api_retries": self.tally.api_errors_retried,

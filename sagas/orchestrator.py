@@ -153,11 +153,13 @@ def _apply(reply: SagaReply, message: Message) -> None:
 
 
 def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:
+    # A compensation's answer is data too: the refund's amount is what the cancellation
+    # notice tells the customer, and a notice built without it announces no refund.
+    saga.data = {**saga.data, **definition.known_fields(reply.data)}
     if saga.phase == Phase.COMPENSATION:
         saga.compensated_steps = [*saga.compensated_steps, step.name]
         _next_compensation(saga, definition)
         return
-    saga.data = {**saga.data, **definition.known_fields(reply.data)}
     saga.completed_steps = [*saga.completed_steps, step.name]
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.cancel_requested and step.kind == StepKind.COMPENSATABLE:

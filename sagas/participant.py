@@ -33,6 +33,10 @@ ManualHandler = Callable[[Message, str], dict[str, Any] | None]
 # its outside call may have taken effect: it undoes that effect, e.g. by publishing a command
 # that refunds the charge the call just made.
 LateEffectHandler = Callable[[Message, Any, OutcomeRecord], None]
+# Called when an operator's record by hand finds its step decided by an automatic copy: the
+# effect the operator made by hand (named in the evidence) is then the duplicate, undone the
+# same way, or left to the operator when it cannot be.
+LostByHandHandler = Callable[[Message, str, OutcomeRecord], None]
 
 
 class _Decided:
@@ -55,6 +59,7 @@ def saga_participant(
     prepare: Callable[[Message], Any] | None = None,
     manual: ManualHandler | None = None,
     late_effect: LateEffectHandler | None = None,
+    lost_by_hand: LostByHandHandler | None = None,
 ) -> None:
     """Register a saga command's handler, deciding its step key once (see sagas.outcomes).
 
@@ -79,6 +84,8 @@ def saga_participant(
         if record.decided:
             if late_effect is not None and meta.phase == Phase.FORWARD and prepared is not DECIDED:
                 late_effect(message, prepared, record)
+            if lost_by_hand is not None and meta.manual is not None and record.outcome != Decision.MANUAL:
+                lost_by_hand(message, str(meta.manual.get("evidence", "")), record)
             _reply_recorded(message, record)
             return
         if prepared is DECIDED and meta.manual is None:

@@ -18,6 +18,7 @@ from django.db import connection
 from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 
+from config.heartbeat import Liveness, liveness
 from inventory.models import Reservation, StockMovement
 from inventory.selectors import reservations_of_order
 from orders.models import Order
@@ -112,6 +113,9 @@ class Dashboard:
     dead_letter_count: int
     throughput: Throughput
     violations: list[Any]
+    # From the heartbeats the worker and beat write, not from the sweeper, which runs on the
+    # worker: with no live worker nothing else says that sagas have stopped moving.
+    liveness: Liveness
 
 
 def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashboard:
@@ -138,6 +142,7 @@ def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashbo
         dead_letter_count=dead_letter_count(),
         throughput=saga_throughput(now=now),
         violations=dashboard_violations(),
+        liveness=liveness(),
     )
 
 

@@ -7,8 +7,9 @@ against a throwaway database whose name ends in ``_bench`` (it refuses any other
 
 It migrates, seeds the orders with set-based inserts (as the saga would have left them: 85 %
 confirmed, 5 % declined, 5 % out of stock then refunded, 5 % address rejected then released
-and refunded), times full sweeps, then adds ``--changed`` orders and times the incremental run
-that follows. Every run must come out clean, or the seed (or the auditor) is wrong.
+and refunded; the carrier's book and the notices to match), times full sweeps, then adds
+``--changed`` orders and times the incremental run that follows. Every run must come out
+clean, or the seed (or the auditor) is wrong.
 """
 
 import argparse
@@ -104,9 +105,16 @@ INSERT INTO shipping_shipment (order_id, idempotency_key, status, carrier_refere
 SELECT oid, saga_id || ':create_shipment', 'created', 'shp_' || oid, 'TRK' || oid, '{{"country": "DE"}}', {ts}, {ts}
   FROM seed WHERE outcome = 'confirmed';
 
-INSERT INTO orders_notification (order_id, kind, recipient, subject, sent_at)
+INSERT INTO shipping_carriershipment (idempotency_key, reference, tracking_number, accepted, error, cancelled,
+                                      created_at)
+SELECT 'ship:' || saga_id || ':create_shipment', 'shp_' || oid,
+       CASE outcome WHEN 'confirmed' THEN 'TRK' || oid ELSE '' END, outcome = 'confirmed',
+       CASE outcome WHEN 'rejected' THEN 'country not served: AQ' ELSE '' END, false, {ts}
+  FROM seed WHERE outcome IN ('confirmed', 'rejected');
+
+INSERT INTO orders_notification (order_id, kind, recipient, subject, body, sent_at)
 SELECT oid, CASE outcome WHEN 'confirmed' THEN 'confirmation' ELSE 'cancellation' END, 'c' || oid || '@example.com',
-       'Your order ' || oid, {ts}
+       'Your order ' || oid, CASE WHEN outcome IN ('oos', 'rejected') THEN 'We refunded it.' ELSE '' END, {ts}
   FROM seed;
 """
 

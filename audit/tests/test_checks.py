@@ -20,8 +20,9 @@ from inventory.services import LineRequest, product_upsert, stock_reserve
 from orders.models import Notification, Order, OrderLine
 from outbox.models import OutboxMessage
 from payments.models import GatewayCharge, LedgerEntry, Payment
-from sagas.models import SagaInstance
-from shipping.models import Shipment
+from sagas.models import Phase, SagaInstance
+from shipping.models import CarrierShipment, Shipment
+from shipping.services import carrier_key
 
 pytestmark = pytest.mark.django_db
 
@@ -105,11 +106,18 @@ def test_a_saga_whose_order_does_not_exist_is_reported(product):
     assert "999999" in finding.detail
 
 
-def test_a_completed_saga_whose_order_is_cancelled_is_reported(product):
+def test_a_completed_saga_whose_order_is_cancelled_is_reported_and_its_carrier_shipment_is_live(product):
     order = scenarios.confirmed()
     Order.objects.filter(pk=order.pk).update(status=Order.Status.CANCELLED)
 
-    finding = only(audit_run(full=True), Kind.SAGA_ORDER_STATUS_MISMATCH)
+    report = audit_run(full=True)
+
+    # The carrier still holds the shipment of an order that now says cancelled.
+    assert found(report) == {
+        (Kind.SAGA_ORDER_STATUS_MISMATCH, f"order:{order.pk}"),
+        (Kind.CARRIER_SHIPMENT_LIVE_CANCELLED, f"order:{order.pk}"),
+    }
+    finding = next(f for f in report.findings if f.kind == Kind.SAGA_ORDER_STATUS_MISMATCH)
 
     assert finding.key == f"order:{order.pk}"
     assert finding.involved["saga"] == str(order.saga_id)
@@ -234,8 +242,16 @@ def test_a_cancelled_order_whose_refund_went_to_another_charge_is_reported(produ
     GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
         charge_transaction_id="ch_someone_else"
     )
+    assert "We refunded 495.00 EUR." in Notification.objects.get(order=order).body
 
-    finding = only(audit_run(full=True), Kind.CANCELLED_MONEY_HELD)
+    report = audit_run(full=True)
+
+    # The customer was told of a refund that the order's charge never got.
+    assert found(report) == {
+        (Kind.CANCELLED_MONEY_HELD, f"order:{order.pk}"),
+        (Kind.CANCELLATION_REFUND_UNMADE, f"order:{order.pk}"),
+    }
+    finding = next(f for f in report.findings if f.kind == Kind.CANCELLED_MONEY_HELD)
 
     assert finding.key == f"order:{order.pk}"
     assert "0 in our ledger and 49500 at the gateway" in finding.detail  # 11 x 4500, never refunded
@@ -491,3 +507,234 @@ def test_outbox_messages_unpublished_for_too_long_are_reported_once_per_destinat
 
     assert finding.key == "outbox:payments"
     assert finding.detail.startswith("2 message(s) to payments due and unpublished")
+
+
+# ---------------------------------------------------------------------------
+# 7. The providers' own books: the carrier's shipments against our shipments and the
+#    order's state; the gateway's refunds against their charges; the cancellation notice
+#    against the gateway's refunds.
+# ---------------------------------------------------------------------------
+
+
+def _carrier_shipment(order: Order) -> CarrierShipment:
+    return CarrierShipment.objects.get(
+        idempotency_key=carrier_key(scenarios.saga_of(order).step_key("create_shipment", Phase.FORWARD))
+    )
+
+
+def _book_at_carrier(order: Order, *, suffix: str = "") -> CarrierShipment:
+    """A shipment the carrier accepted under the saga's create step key (plus ``suffix``)."""
+    key = carrier_key(scenarios.saga_of(order).step_key("create_shipment", Phase.FORWARD)) + suffix
+    return CarrierShipment.objects.create(
+        idempotency_key=key, reference=f"shp_planted{suffix}", tracking_number="TRK1", accepted=True
+    )
+
+
+def _refund_at_gateway(charge: GatewayCharge, *, key: str, amount: int | None = None) -> GatewayCharge:
+    return GatewayCharge.objects.create(
+        idempotency_key=key,
+        kind="refund",
+        transaction_id=f"re_{key}",
+        charge_transaction_id=charge.transaction_id,
+        amount=charge.amount if amount is None else amount,
+        currency=charge.currency,
+        succeeded=True,
+    )
+
+
+def test_clean_orders_give_nothing_from_the_providers_books(product):
+    scenarios.confirmed()
+    scenarios.out_of_stock()
+    scenarios.address_rejected()
+    cancelled = scenarios.cancelled_after_shipment()
+    # The carrier's book has a live, a rejected and a cancelled shipment; the gateway a refund.
+    assert CarrierShipment.objects.filter(accepted=True, cancelled=False).count() == 1
+    assert CarrierShipment.objects.filter(accepted=False).count() == 1
+    assert _carrier_shipment(cancelled).cancelled
+    assert GatewayCharge.objects.filter(kind="refund").count() == 3
+    # Honest notices: a refund is announced where one was made, and only there.
+    notices = dict(Notification.objects.filter(kind="cancellation").values_list("order__cancel_reason", "body"))
+    assert ["We refunded" in body for body in notices.values()].count(True) == 3
+
+    assert audit_run(full=True).clean
+
+
+def test_a_live_carrier_shipment_of_a_saga_still_in_flight_is_not_reported(product):
+    # Booked at the carrier, our row not committed yet: the step is still running.
+    order = scenarios.place()
+    _book_at_carrier(order)
+
+    assert audit_run(full=True).clean
+
+
+def test_a_live_carrier_shipment_of_a_cancelled_order_is_reported(product):
+    # Our shipment row is cancelled, so every check of our own tables is satisfied.
+    order = scenarios.cancelled_after_shipment()
+    booked = _carrier_shipment(order)
+    CarrierShipment.objects.filter(pk=booked.pk).update(cancelled=False)
+
+    finding = only(audit_run(full=True), Kind.CARRIER_SHIPMENT_LIVE_CANCELLED)
+
+    assert finding.key == f"order:{order.pk}"
+    assert finding.involved == {"order": order.pk, "saga": str(order.saga_id), "carrier_shipments": [booked.pk]}
+    assert booked.reference in finding.detail and "cancelled, its saga compensated" in finding.detail
+
+
+def test_a_shipment_the_carrier_booked_after_its_step_was_compensated_is_reported(product):
+    # Issue 24's sixth case: the cancel found nothing and the carrier booked the shipment
+    # later; our books hold no shipment (no step created one) and the order is cancelled.
+    order = scenarios.out_of_stock()
+    booked = _book_at_carrier(order)
+
+    report = audit_run(full=True)
+
+    assert found(report) == {
+        (Kind.CARRIER_SHIPMENT_LIVE_CANCELLED, f"order:{order.pk}"),
+        (Kind.CARRIER_SHIPMENT_UNRECORDED, f"carrier_shipment:{booked.pk}"),
+    }
+
+
+def test_a_live_carrier_shipment_of_a_failed_saga_is_reported_beside_the_failure(product):
+    order = scenarios.cancelled_after_shipment()
+    CarrierShipment.objects.filter(pk=_carrier_shipment(order).pk).update(cancelled=False)
+    # The compensation gave up before cancelling the order: it is pending, its saga failed.
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.PENDING)
+    SagaInstance.objects.filter(pk=order.saga_id).update(state="failed", failure_reason="planted")
+
+    report = audit_run(full=True)
+
+    assert found(report) == {
+        (Kind.SAGA_FAILED, f"order:{order.pk}"),
+        (Kind.CARRIER_SHIPMENT_LIVE_CANCELLED, f"order:{order.pk}"),
+    }
+
+
+def test_a_carrier_shipment_without_our_shipment_row_is_reported(product):
+    order = scenarios.confirmed()
+    # Our row moves to another key: the order still has one live shipment in our books.
+    Shipment.objects.filter(order_id=order.pk).update(idempotency_key="planted")
+    booked = _carrier_shipment(order)
+
+    finding = only(audit_run(full=True), Kind.CARRIER_SHIPMENT_UNRECORDED)
+
+    assert finding.key == f"carrier_shipment:{booked.pk}"
+    assert finding.involved == {"carrier_shipment": booked.pk, "order": order.pk, "saga": str(order.saga_id)}
+    assert "(live)" in finding.detail
+
+
+def test_a_carrier_shipment_the_carrier_rejected_needs_no_shipment_row(product):
+    scenarios.address_rejected()
+    assert not CarrierShipment.objects.get().accepted
+
+    assert audit_run(full=True).clean
+
+
+def test_an_order_booked_twice_at_the_carrier_is_reported(product):
+    order = scenarios.confirmed()
+    second = _book_at_carrier(order, suffix=":retry")
+
+    report = audit_run(full=True)
+
+    # The second booking is also unknown to our books.
+    assert found(report) == {
+        (Kind.CARRIER_SHIPMENT_TWICE, f"order:{order.pk}"),
+        (Kind.CARRIER_SHIPMENT_UNRECORDED, f"carrier_shipment:{second.pk}"),
+    }
+    twice = next(f for f in report.findings if f.kind == Kind.CARRIER_SHIPMENT_TWICE)
+    assert twice.involved["carrier_shipments"] == [_carrier_shipment(order).pk, second.pk]
+
+
+def test_a_charge_refunded_twice_under_another_key_is_reported(product):
+    # Issue 24's fifth case: the saga refunded, then a replayed refund under a derived key
+    # refunded again. Our ledger and the saga's keys see one refund; the gateway has two.
+    order = scenarios.out_of_stock()
+    charge = _canonical_charge(order)
+    second = _refund_at_gateway(charge, key=f"pay:{order.saga_id}:charge_payment:undo")
+    first = GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate")
+
+    report = audit_run(full=True)
+
+    assert found(report) == {
+        (Kind.GATEWAY_CHARGE_REFUNDED_TWICE, f"gateway_charge:{charge.pk}"),
+        (Kind.GATEWAY_REFUNDS_EXCEED_CHARGE, f"gateway_charge:{charge.pk}"),
+    }
+    finding = report.findings[0]
+    assert finding.involved == {
+        "gateway_charge": charge.pk,
+        "transaction_id": charge.transaction_id,
+        "refunds": [first.pk, second.pk],
+        "order": order.pk,
+    }
+
+
+def test_a_refund_beyond_its_charge_made_in_the_gateways_console_is_reported(product):
+    order = scenarios.confirmed()
+    charge = _canonical_charge(order)
+    _refund_at_gateway(charge, key="console:re_1", amount=charge.amount + 1)
+
+    finding = only(audit_run(full=True), Kind.GATEWAY_REFUNDS_EXCEED_CHARGE)
+
+    assert finding.key == f"gateway_charge:{charge.pk}"
+    assert f"give back {charge.amount + 1}, more than was charged" in finding.detail
+
+
+def test_two_partial_refunds_of_one_charge_are_reported(product):
+    order = scenarios.confirmed()
+    charge = _canonical_charge(order)
+    _refund_at_gateway(charge, key="console:re_1", amount=1000)
+    _refund_at_gateway(charge, key="console:re_2", amount=1000)
+
+    finding = only(audit_run(full=True), Kind.GATEWAY_CHARGE_REFUNDED_TWICE)
+
+    assert finding.key == f"gateway_charge:{charge.pk}"
+    assert "2 refund(s)" in finding.detail
+
+
+def test_a_cancellation_notice_announcing_a_refund_that_was_never_made_is_reported(product, settings):
+    # Issue 24's fourth case: nothing was charged at the gateway, yet the email says refunded.
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
+    order = scenarios.declined()
+    notice = Notification.objects.get(order=order)
+    Notification.objects.filter(pk=notice.pk).update(body="your order was cancelled.\nWe refunded 45.00 EUR.\n")
+
+    finding = only(audit_run(full=True), Kind.CANCELLATION_REFUND_UNMADE)
+
+    assert finding.key == f"order:{order.pk}"
+    assert finding.involved == {"order": order.pk, "saga": str(order.saga_id), "notification": notice.pk}
+
+
+def test_a_refund_of_another_orders_charge_does_not_back_a_notice(product, settings):
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
+    refunded = scenarios.out_of_stock()
+    order = scenarios.declined()
+    Notification.objects.filter(order=order).update(body="We refunded 45.00 EUR.")
+    Notification.objects.filter(order=refunded).update(body="We refunded 495.00 EUR.")
+
+    finding = only(audit_run(full=True), Kind.CANCELLATION_REFUND_UNMADE)
+
+    assert finding.key == f"order:{order.pk}"
+
+
+def test_a_refund_of_the_charge_named_by_the_payment_backs_the_notice(product):
+    # A charge made by hand is known by the payment's provider charge id, not by a saga key.
+    order = scenarios.out_of_stock()
+    charge = _canonical_charge(order)
+    GatewayCharge.objects.filter(pk=charge.pk).update(idempotency_key="console:ch_1")
+    Notification.objects.filter(order=order).update(body="We refunded 495.00 EUR.")
+
+    report = audit_run(full=True)
+
+    assert Kind.CANCELLATION_REFUND_UNMADE not in {f.kind for f in report.findings}
+
+
+def test_a_refund_made_under_another_key_backs_the_notice(product):
+    # Refunded in the gateway's console, say: found by the charge it refunds, not by its key.
+    order = scenarios.out_of_stock()
+    GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
+        idempotency_key="console:re_1"
+    )
+    Notification.objects.filter(order=order).update(body="We refunded 495.00 EUR.")
+
+    report = audit_run(full=True)
+
+    assert Kind.CANCELLATION_REFUND_UNMADE not in {f.kind for f in report.findings}

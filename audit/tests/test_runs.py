@@ -22,7 +22,7 @@ from inventory.services import stock_receive
 from orders.models import Notification, Order
 from payments.models import GatewayCharge
 from sagas.models import SagaInstance
-from shipping.models import Shipment
+from shipping.models import CarrierShipment, Shipment
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +85,90 @@ def test_an_incremental_run_catches_a_late_charge_on_a_finished_order(product, n
     report = audit_run()
 
     assert not report.full and report.checked_orders == 1
-    assert {f.kind for f in report.findings} == {Kind.PAYMENT_LEDGER_MISMATCH}
+    # The charge was declined: its refund gives back money that was never taken.
+    assert {f.kind for f in report.findings} == {Kind.PAYMENT_LEDGER_MISMATCH, Kind.GATEWAY_REFUNDS_EXCEED_CHARGE}
+
+
+def test_an_incremental_run_catches_a_carrier_booking_that_lands_after_the_saga_compensated(product, no_overlap):
+    order = scenarios.out_of_stock()
+    audit_run(full=True)
+    CarrierShipment.objects.create(
+        idempotency_key=f"ship:{order.saga_id}:create_shipment",
+        reference="shp_late",
+        tracking_number="T",
+        accepted=True,
+    )
+
+    report = audit_run()
+
+    assert not report.full and report.checked_orders == 1
+    assert {f.kind for f in report.findings} == {
+        Kind.CARRIER_SHIPMENT_LIVE_CANCELLED,
+        Kind.CARRIER_SHIPMENT_UNRECORDED,
+    }
+
+
+def test_a_second_carrier_booking_under_another_key_stays_open_until_the_carrier_cancels_it(product, no_overlap):
+    order = scenarios.confirmed()
+    audit_run(full=True)
+    second = CarrierShipment.objects.create(
+        idempotency_key=f"ship:{order.saga_id}:create_shipment:retry",
+        reference="shp_retry",
+        tracking_number="T",
+        accepted=True,
+    )
+    audit_run()
+    assert {v.kind for v in Violation.objects.filter(resolved_at=None)} == {
+        Kind.CARRIER_SHIPMENT_TWICE,
+        Kind.CARRIER_SHIPMENT_UNRECORDED,
+    }
+
+    # Nothing changed: the open violations' shipments are looked at again, found again.
+    assert audit_run().resolved == 0
+    CarrierShipment.objects.filter(pk=second.pk).update(cancelled=True)
+    report = audit_run()
+
+    # One booking left; the cancelled one is still unknown to our books.
+    assert not report.full and report.resolved == 1
+    assert {(f.kind, f.key) for f in report.findings} == {
+        (Kind.CARRIER_SHIPMENT_UNRECORDED, f"carrier_shipment:{second.pk}")
+    }
+
+
+def test_an_incremental_run_catches_a_second_refund_and_keeps_it_open(product, no_overlap):
+    order = scenarios.out_of_stock()
+    audit_run(full=True)
+    charge = GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment")
+    GatewayCharge.objects.create(
+        idempotency_key="console:re_1",
+        kind="refund",
+        transaction_id="re_console",
+        charge_transaction_id=charge.transaction_id,
+        amount=1,
+        currency=charge.currency,
+        succeeded=True,
+    )
+
+    first, second = audit_run(), audit_run()
+
+    expected = {
+        (Kind.GATEWAY_CHARGE_REFUNDED_TWICE, f"gateway_charge:{charge.pk}"),
+        (Kind.GATEWAY_REFUNDS_EXCEED_CHARGE, f"gateway_charge:{charge.pk}"),  # refunded in full already
+    }
+    assert {(f.kind, f.key) for f in first.findings} == expected
+    assert {(f.kind, f.key) for f in second.findings} == expected and second.resolved == 0
+
+
+def test_an_incremental_run_catches_a_new_notice_announcing_a_refund_never_made(product, no_overlap, settings):
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
+    audit_run(full=True)
+    order = scenarios.declined()
+    Notification.objects.filter(order=order).update(body="We refunded 45.00 EUR.")
+
+    report = audit_run()
+
+    assert not report.full
+    assert {(f.kind, f.key) for f in report.findings} == {(Kind.CANCELLATION_REFUND_UNMADE, f"order:{order.pk}")}
 
 
 def test_a_full_run_resolves_violations_that_disappeared(product):
@@ -220,6 +303,7 @@ def test_each_run_is_recorded_with_its_watermark(product):
         "movement",
         "shipment",
         "notification",
+        "carrier",
     }
     assert run.watermark["max_ids"]["ledger"] > 0 and run.watermark["since"] is None
 

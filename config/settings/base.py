@@ -143,6 +143,12 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 # than any task (and any retry countdown), or a slow task would run twice at once.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu's Redis transport with a repair for celery 5.7's clean-up after a lost broker, which
+# otherwise kills the worker within a few dozen broker restarts under load (config/broker.py).
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+# Celery's prefork pool with a repair for a child that died while the consumer reconnected to a
+# lost broker, which otherwise ends the worker on its next connection (config/pool.py).
+CELERY_WORKER_POOL = "config.pool:TaskPool"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One queue per consuming context, so a slow context never starves another.
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]
@@ -161,7 +167,12 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, writing beat's heartbeat as it ticks (config/beat.py).
+CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
+# The worker and beat renew a Redis key this often, which expires after the TTL: the dashboard
+# says within that long that no live worker or beat is left (config/heartbeat.py).
+HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 2)
+HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 10)
 
 # ---------------------------------------------------------------------------
 # Messaging and sagas.

@@ -2,7 +2,7 @@
 
 import os
 
-from config.env import env_str
+from config.env import env_int, env_str
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -26,8 +26,12 @@ OUTBOX_MAX_ATTEMPTS = 3
 SAGA_STEP_MAX_ATTEMPTS = 3
 SAGA_RETRY_BASE_SECONDS = 0.1
 SAGA_RETRY_MAX_SECONDS = 0.5
-SAGA_RESEND_AFTER_SECONDS = 5
+SAGA_RESEND_AFTER_SECONDS = env_int("SAGA_RESEND_AFTER_SECONDS", 5)
 OUTBOX_NUDGE_DEBOUNCE_MS = 200
+
+# Heartbeats short enough for a test to watch a dead worker expire.
+HEARTBEAT_INTERVAL_SECONDS = 1
+HEARTBEAT_TTL_SECONDS = 3
 
 # Every test request comes from 127.0.0.1, and many are meant to be 401s: the per-address budget
 # of requests without a valid token is a test's own choice (orders/tests/test_throttling.py).

@@ -1,13 +1,16 @@
 """``python -m config.launcher run --embedded`` end to end, as ``make run`` on a bare laptop.
 
 It proves what no unit test can: that embedded PostgreSQL and Redis start (as root, here),
-migrate and seed work, honcho brings up web, worker and beat, ``/healthz`` is green, and one
-SIGINT takes everything down again, the servers the launcher started included. It starts its
+migrate and seed work, the launcher's supervisor brings up web, worker and beat, ``/healthz`` is
+green, a worker killed with SIGKILL is restarted and the system goes on (an order placed through
+the API is confirmed), and one SIGINT takes everything down again, the servers the launcher
+started included. It starts its
 own servers on a free port and socket, so it never touches the system PostgreSQL or Redis.
 """
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -16,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psutil
@@ -116,8 +120,71 @@ def kill_everything(launcher: subprocess.Popen, data_dir: Path) -> None:
         launcher.wait(timeout=10)
 
 
+def worker_main_process(launcher: subprocess.Popen) -> psutil.Process | None:
+    """The Celery worker's main process: a child of the launcher (its pool are grandchildren)."""
+    for child in psutil.Process(launcher.pid).children():
+        try:
+            if "worker" in child.cmdline() and any("celery" in part for part in child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def api(port: int, token: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    if method == "POST":
+        headers["Idempotency-Key"] = str(uuid.uuid4())
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def kill_the_worker_and_see_the_system_go_on(launcher: subprocess.Popen, log_path: Path, port: int) -> None:
+    worker = worker_main_process(launcher)
+    assert worker is not None, "no Celery worker among the launcher's processes"
+    os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool, as the OOM killer might
+    deadline = time.monotonic() + 60
+    restarted = None
+    while time.monotonic() < deadline and restarted is None:
+        time.sleep(0.5)
+        candidate = worker_main_process(launcher)
+        if candidate is not None and candidate.pid != worker.pid:
+            restarted = candidate
+    assert restarted is not None, "the launcher did not start the worker again"
+    output = log_path.read_text(errors="replace")
+    assert re.search(rf"worker \(pid {worker.pid}\) was killed by SIGKILL after .* restarting it in 1 s", output)
+    assert launcher.poll() is None, "the launcher must keep the system running"
+
+    token = re.search(r"storefront API token \(client \S+\): (\S+)", output)[1]
+    status, placed = api(
+        port,
+        token,
+        "POST",
+        "/api/v1/orders/",
+        {
+            "customer": {"email": "ann@example.com", "name": "Ann Smith"},
+            "lines": [{"sku": "SKU-1", "quantity": 1}],
+            "payment": {"token": "tok_visa"},
+            "shipping_address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        },
+    )
+    assert status == 202, placed
+    order = None
+    while time.monotonic() < deadline + 60:
+        _, order = api(port, token, "GET", f"/api/v1/orders/{placed['id']}/")
+        if order and order["status"] == "confirmed":
+            break
+        time.sleep(1)
+    assert order and order["status"] == "confirmed", f"the order placed after the restart: {order}"
+
+
 @pytest.mark.slow
-def test_run_embedded_serves_a_healthy_system_and_stops_on_sigint(tmp_path: Path) -> None:
+def test_run_embedded_serves_a_healthy_system_restarts_a_killed_worker_and_stops_on_sigint(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     log_path = tmp_path / "launcher.log"
     port = free_port()
@@ -160,6 +227,9 @@ def test_run_embedded_serves_a_healthy_system_and_stops_on_sigint(tmp_path: Path
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
         password = credentials.read_text().split("password: ", 1)[1].strip()
         assert f"admin / {password}" in output, "the launcher must show the admin's credentials"
+
+        kill_the_worker_and_see_the_system_go_on(launcher, log_path, port)
+        print(f"worker restarted and an order confirmed after {time.monotonic() - started:.1f} s")
 
         running = system_processes(launcher, data_dir)
         assert len(embedded_servers(data_dir)) == 2, "expected the embedded PostgreSQL and Redis"

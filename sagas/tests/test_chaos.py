@@ -41,7 +41,7 @@ def test_chaos_run_with_every_fault_ends_with_zero_violations_and_every_saga_set
     output = result.stdout + result.stderr
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, output[-5000:]
-    assert last.startswith("orders=200 ") and " violations=0 " in last, output[-3000:]
+    assert last.startswith("orders=200 ") and " violations=0 worker_deaths=0 " in last, output[-3000:]
     summary = dict(line.strip().split(": ", 1) for line in result.stdout.splitlines() if line.startswith("  "))
     assert int(summary["worker_children_killed"]) > 0 and int(summary["redis_restarts"]) == 1
     assert int(summary["pg_connections_terminated"]) > 0

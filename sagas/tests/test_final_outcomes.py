@@ -398,3 +398,21 @@ def test_a_charge_made_after_its_step_was_compensated_is_refunded(operator):
     assert GatewayCharge.objects.filter(kind="charge", succeeded=True).count() == 1
     assert gateway_net(saga) == 0, "the customer keeps a charge for a cancelled order"
     assert ledger_net(order) == 0
+
+
+@pytest.mark.django_db
+def test_a_charge_by_hand_that_loses_to_a_copy_in_flight_is_refunded(operator):
+    make_catalog()
+    saga = place()
+    in_flight = pending("charge_payment")
+    charge_id = console_charge()
+    saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=f"charged {charge_id}")
+    deliver(in_flight.envelope())  # the copy in flight charges and decides first
+    settle()  # the record by hand meets that outcome: the console's charge is the second one
+
+    saga.refresh_from_db()
+    order = Order.objects.get(saga_id=saga.pk)
+    assert saga.state == SagaState.COMPLETED and order.status == Order.Status.CONFIRMED
+    assert gateway_net(saga, charge_id) == PRICE, "the customer was charged twice"
+    assert GatewayCharge.objects.filter(kind="refund", charge_transaction_id=charge_id).count() == 1
+    assert ledger_net(order) == PRICE

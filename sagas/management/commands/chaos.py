@@ -1,8 +1,9 @@
 """``manage.py chaos``: the real system under load and every fault, then the auditor.
 
-Its last line is ``orders=... confirmed=... cancelled=... stuck=... violations=... sagas_per_s=...``;
-the exit code is 0 only when there are no violations and every saga is terminal or flagged
-stuck with a reason. It runs in a database and a Redis server of its own.
+Its last line is ``orders=... confirmed=... cancelled=... stuck=... violations=... worker_deaths=...
+sagas_per_s=...``; the exit code is 0 only when there are no violations, no worker died by itself
+(its planned kills do not count) and every saga is terminal or flagged stuck with a reason. It
+runs in a database and a Redis server of its own.
 """
 
 import json
@@ -138,6 +139,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {key}: {value}")
         ok = (
             summary["violations"] == 0
+            and summary["worker_deaths"] == 0
             and summary["settled"]
             and summary["stuck_without_reason"] == 0
             and summary["idempotency_mismatches"] == 0
@@ -145,6 +147,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"orders={summary['orders']} confirmed={summary['confirmed']} cancelled={summary['cancelled']}"
-            f" stuck={summary['stuck']} violations={summary['violations']} sagas_per_s={summary['sagas_per_s']}"
+            f" stuck={summary['stuck']} violations={summary['violations']} worker_deaths={summary['worker_deaths']}"
+            f" sagas_per_s={summary['sagas_per_s']}"
         )
         return 0 if ok else 1
