@@ -9,6 +9,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from orders.api.throttling import StorefrontAddressThrottle
+from orders.api.tokens import token_digest
 
 User = get_user_model()
 _USER_FIELDS = User._meta.concrete_fields
@@ -50,7 +51,7 @@ class StorefrontTokenAuthentication(TokenAuthentication):
         if len(key) > _KEY_MAX_LENGTH or "\x00" in key:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
-            cursor.execute(_SQL, [key])
+            cursor.execute(_SQL, [token_digest(key)])  # stored hashed (orders.api.tokens)
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
