@@ -40,6 +40,7 @@ MIDDLEWARE = [
     "config.request_context.RequestContextMiddleware",
     "outbox.middleware.RelaySendsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
