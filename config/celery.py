@@ -8,7 +8,9 @@ from celery.signals import task_postrun, task_prerun, worker_init, worker_proces
 
 from config.heartbeat import WorkerHeartbeat
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# Never the development settings by default: a worker or beat started without the variable runs
+# the production ones, which refuse to start without their secrets (make run sets dev itself).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")

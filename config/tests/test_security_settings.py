@@ -89,3 +89,38 @@ def test_the_admin_and_the_api_docs_carry_a_content_security_policy_and_no_inlin
 
 def test_the_api_answers_carry_no_policy_they_do_not_need(client, db):
     assert "Content-Security-Policy" not in client.get("/api/v1/products/")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["manage.py", "runserver"], "dev"),
+        (["manage.py", "runserver", "8000"], "dev"),
+        (["manage.py", "runserver", "127.0.0.1:8000", "--noreload"], "dev"),
+        (["manage.py", "runserver", "localhost:9000"], "dev"),
+        (["manage.py", "runserver", "[::1]:8000"], "dev"),
+        (["manage.py", "runserver", "0.0.0.0:8000"], "production"),
+        (["manage.py", "runserver", "0:8000"], "production"),
+        (["manage.py", "runserver", "--noreload", "192.0.2.1:80"], "production"),
+        (["manage.py", "migrate"], "production"),
+        (["manage.py", "shell"], "production"),
+    ],
+)
+def test_without_a_settings_module_only_runserver_on_loopback_gets_the_development_settings(argv, expected):
+    from manage import default_settings_module
+
+    assert default_settings_module(argv) == f"config.settings.{expected}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "manage.py", "check"],
+        [sys.executable, "-c", "import config.celery, django; django.setup()"],
+    ],
+)
+def test_manage_and_celery_without_a_settings_module_run_production_and_refuse_without_its_secrets(command):
+    result = subprocess.run(
+        command, env={"PATH": "/usr/bin:/bin"}, cwd=BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr, result.stderr[-2000:]
