@@ -25,11 +25,15 @@ from django.db import connection
 
 from audit.models import StockCheckpoint, Violation
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
+from inventory.models import StepOutcome as InventoryStepOutcome
 from orders.models import Notification, Order, OrderLine
+from orders.models import StepOutcome as OrderStepOutcome
 from outbox.models import OutboxMessage
 from payments.models import GatewayCharge, LedgerEntry, Payment
-from sagas.models import SagaInstance
+from payments.models import StepOutcome as PaymentStepOutcome
+from sagas.models import SagaInstance, SagaStep
 from shipping.models import CarrierShipment, Shipment
+from shipping.models import StepOutcome as ShippingStepOutcome
 
 Kind = Violation.Kind
 
@@ -47,6 +51,11 @@ TABLES = {
     "reservationline": ReservationLine._meta.db_table,
     "movement": StockMovement._meta.db_table,
     "shipment": Shipment._meta.db_table,
+    "sagastep": SagaStep._meta.db_table,
+    "payments_outcome": PaymentStepOutcome._meta.db_table,
+    "inventory_outcome": InventoryStepOutcome._meta.db_table,
+    "shipping_outcome": ShippingStepOutcome._meta.db_table,
+    "orders_outcome": OrderStepOutcome._meta.db_table,
     "carrier": CarrierShipment._meta.db_table,
     "outbox": OutboxMessage._meta.db_table,
     "checkpoint": StockCheckpoint._meta.db_table,
@@ -288,26 +297,37 @@ _ORDER_FACTS = """
           FROM subject JOIN {notification} n ON n.order_id = subject.id
          GROUP BY n.order_id
     ),
-    gateway AS (
-        -- The gateway's own books, by the keys our saga used: its charge, and the refund of it.
-        SELECT subject.id AS order_id,
-               c.id IS NOT NULL AS charged, coalesce(c.amount, 0) AS charged_amount,
-               coalesce(r.amount, 0) AS refunded_amount
+    order_charges AS (
+        -- The gateway's charges of the order: the one under the saga's charge key, and any our
+        -- ledger books for the order (made by hand in the provider's console, or landed late).
+        SELECT subject.id AS order_id, c.transaction_id, c.amount
+          FROM subject JOIN {gateway} c ON c.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment'
+         WHERE c.kind = 'charge' AND c.succeeded
+        UNION
+        SELECT subject.id, c.transaction_id, c.amount
           FROM subject
-          LEFT JOIN {gateway} c
-            ON c.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment'
-           AND c.kind = 'charge' AND c.succeeded
-          LEFT JOIN {gateway} r
-            ON r.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment:compensate'
-           AND r.kind = 'refund' AND r.succeeded AND r.charge_transaction_id = c.transaction_id
+          JOIN {ledger} l ON l.order_id = subject.id AND l.kind = 'charge'
+          JOIN {gateway} c ON c.transaction_id = l.provider_reference
+         WHERE c.kind = 'charge' AND c.succeeded
+    ),
+    gateway AS (
+        -- ...and their refunds, under whichever key they were made.
+        SELECT oc.order_id, true AS charged, sum(oc.amount) AS charged_amount,
+               coalesce(sum(r.refunded), 0) AS refunded_amount
+          FROM order_charges oc
+          LEFT JOIN (SELECT charge_transaction_id, sum(amount) AS refunded FROM {gateway}
+                      WHERE kind = 'refund' AND succeeded GROUP BY charge_transaction_id) r
+            ON r.charge_transaction_id = oc.transaction_id
+         GROUP BY oc.order_id
     ),
     facts AS (
         SELECT subject.id AS order_id, subject.saga_id, subject.total_amount, subject.currency,
                coalesce(ledger.charges, 0) AS charges, coalesce(ledger.charged, 0) AS charged,
                coalesce(ledger.foreign_charges, 0) AS foreign_charges,
                coalesce(ledger.refunds, 0) AS refunds, coalesce(ledger.refunded, 0) AS refunded,
-               gateway.charged AS gateway_charged, gateway.charged_amount AS gateway_charged_amount,
-               gateway.refunded_amount AS gateway_refunded_amount,
+               coalesce(gateway.charged, false) AS gateway_charged,
+               coalesce(gateway.charged_amount, 0) AS gateway_charged_amount,
+               coalesce(gateway.refunded_amount, 0) AS gateway_refunded_amount,
                coalesce(stock.lines_off, 0) AS lines_off, coalesce(stock.lines_held, 0) AS lines_held,
                coalesce(stock.reserves, 0) AS reserves,
                coalesce(live_reservations.live, 0) AS live_reservations, live_reservations.ids AS reservation_ids,
@@ -343,8 +363,10 @@ def _order_facts(scope: Scope, *, status: str, state: str, where: str) -> list[d
 #    for each line exactly once, one live shipment, one confirmation email.
 # ---------------------------------------------------------------------------
 
+# A charge refunded on a confirmed order is allowed only as a second charge given back (one
+# landed late, or made by hand twice): what counts is one live charge of the order's total.
 _CONFIRMED_BROKEN = """
-    charges <> 1 OR charged <> total_amount OR foreign_charges > 0 OR refunds > 0
+    charges - refunds <> 1 OR charged - refunded <> total_amount OR foreign_charges > 0
     OR lines_off > 0 OR live_reservations <> 1 OR live_shipments <> 1
     OR confirmations <> 1 OR cancellations > 0
 """
@@ -353,7 +375,16 @@ _CONFIRMED_BROKEN = """
 def check_confirmed_orders(scope: Scope) -> list[Finding]:
     findings = []
     for row in _order_facts(scope, status="confirmed", state="completed", where=_CONFIRMED_BROKEN):
-        if row["charges"] != 1 or row["charged"] != row["total_amount"] or row["foreign_charges"]:
+        net = row["charged"] - row["refunded"]
+        if row["refunds"] and net < row["total_amount"]:
+            findings.append(
+                _order_finding(
+                    Kind.CONFIRMED_REFUNDED,
+                    row,
+                    f"{row['refunds']} refund(s) of {row['refunded']} {row['currency']} on a confirmed order",
+                )
+            )
+        elif row["charges"] - row["refunds"] != 1 or net != row["total_amount"] or row["foreign_charges"]:
             findings.append(
                 _order_finding(
                     Kind.CONFIRMED_NOT_CHARGED_ONCE,
@@ -361,14 +392,6 @@ def check_confirmed_orders(scope: Scope) -> list[Finding]:
                     f"{row['charges']} charge(s) in the ledger for {row['charged']} "
                     f"({row['foreign_charges']} in another currency); the order's total is "
                     f"{row['total_amount']} {row['currency']}",
-                )
-            )
-        if row["refunds"]:
-            findings.append(
-                _order_finding(
-                    Kind.CONFIRMED_REFUNDED,
-                    row,
-                    f"{row['refunds']} refund(s) of {row['refunded']} {row['currency']} on a confirmed order",
                 )
             )
         if row["lines_off"] or row["live_reservations"] != 1:
@@ -475,6 +498,8 @@ _CHARGE_WITHOUT_ORDER = """
       FROM {gateway} g
       LEFT JOIN {order} o ON {order_of_charge}
      WHERE g.kind = 'charge' AND g.succeeded AND o.id IS NULL AND {in_scope}
+       -- A charge made by hand is the order's whose ledger books it.
+       AND NOT EXISTS (SELECT 1 FROM {ledger} l WHERE l.provider_reference = g.transaction_id AND l.kind = 'charge')
 """
 _ORDER_OF_CHARGE_BY_KEY = "'pay:' || o.saga_id::text || ':charge_payment' = g.idempotency_key"
 _ORDER_OF_CHARGE_BY_SAGA = """o.saga_id = (CASE WHEN g.idempotency_key ~ %(charge_key_pattern)s
@@ -489,16 +514,26 @@ _LEDGER_DISAGREES = """
           FROM {order} o JOIN {saga} s ON s.id = o.saga_id
          WHERE {in_scope} AND s.state IN {terminal}
     ),
-    movements AS (
-        -- Two equality joins rather than one IN: each can be a hash join in a full sweep.
-        SELECT subject.id AS order_id, g.kind, g.transaction_id AS reference, g.amount, g.currency, 1 AS side
+    charges AS (
+        -- The order's charges at the gateway: under the saga's charge key, or booked by our
+        -- ledger (by hand, or late), each once.
+        SELECT subject.id AS order_id, g.transaction_id, g.amount, g.currency
           FROM subject JOIN {gateway} g ON g.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment'
-         WHERE g.succeeded
-        UNION ALL
-        SELECT subject.id, g.kind, g.transaction_id, g.amount, g.currency, 1
+         WHERE g.succeeded AND g.kind = 'charge'
+        UNION
+        SELECT subject.id, g.transaction_id, g.amount, g.currency
           FROM subject
-          JOIN {gateway} g ON g.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment:compensate'
-         WHERE g.succeeded
+          JOIN {ledger} l ON l.order_id = subject.id AND l.kind = 'charge'
+          JOIN {gateway} g ON g.transaction_id = l.provider_reference
+         WHERE g.succeeded AND g.kind = 'charge'
+    ),
+    movements AS (
+        SELECT order_id, 'charge' AS kind, transaction_id AS reference, amount, currency, 1 AS side FROM charges
+        UNION ALL
+        -- Their refunds, under whichever key they were made (the saga's, an operator's, a late one).
+        SELECT charges.order_id, r.kind, r.transaction_id, r.amount, r.currency, 1
+          FROM charges JOIN {gateway} r ON r.charge_transaction_id = charges.transaction_id
+         WHERE r.succeeded AND r.kind = 'refund'
         UNION ALL
         SELECT l.order_id, l.kind, l.provider_reference, l.amount, l.currency, -1
           FROM subject JOIN {ledger} l ON l.order_id = subject.id
@@ -997,12 +1032,11 @@ _REFUND_ANNOUNCED_NOT_MADE = """
          WHERE p.provider_charge_id <> ''
     ),
     backed AS (
+        -- A refund of one of its charges, under whichever key (the saga's, an operator's).
         SELECT DISTINCT claims.order_id
           FROM claims
           JOIN charges ON charges.order_id = claims.order_id
-          JOIN {gateway} r
-            ON r.idempotency_key = 'pay:' || claims.saga_id::text || ':charge_payment:compensate'
-           AND r.charge_transaction_id = charges.transaction_id
+          JOIN {gateway} r ON r.charge_transaction_id = charges.transaction_id
          WHERE r.kind = 'refund' AND r.succeeded
     ),
     unbacked AS (
@@ -1034,6 +1068,43 @@ def check_refund_notices(scope: Scope) -> list[Finding]:
     ]
 
 
+# ---------------------------------------------------------------------------
+# 8. A step done by hand is in its participant's books: the saga's step log says "done by
+#    hand" only where the participant recorded the operator's outcome under the step's key.
+# ---------------------------------------------------------------------------
+
+_MANUAL_STEP_UNRECORDED = """
+    WITH manual AS (
+        SELECT st.id, st.saga_id, st.step, st.phase, st.attempt, st.idempotency_key, o.id AS order_id
+          FROM {sagastep} st JOIN {order} o ON o.saga_id = st.saga_id
+         WHERE st.outcome = 'manual' AND {in_scope}
+    ),
+    recorded AS (
+        SELECT step_key FROM {payments_outcome} WHERE outcome = 'manual'
+        UNION ALL SELECT step_key FROM {inventory_outcome} WHERE outcome = 'manual'
+        UNION ALL SELECT step_key FROM {shipping_outcome} WHERE outcome = 'manual'
+        UNION ALL SELECT step_key FROM {orders_outcome} WHERE outcome = 'manual'
+    )
+    SELECT manual.* FROM manual
+     WHERE NOT EXISTS (SELECT 1 FROM recorded WHERE recorded.step_key = manual.idempotency_key)
+"""
+
+
+def check_manual_steps(scope: Scope) -> list[Finding]:
+    return [
+        Finding(
+            kind=Kind.MANUAL_STEP_UNRECORDED,
+            key=f"sagastep:{row['id']}",
+            involved={"order": row["order_id"], "saga": str(row["saga_id"]), "sagastep": row["id"]},
+            detail=(
+                f"{row['step']} ({row['phase']}) attempt {row['attempt']} is done by hand in the saga's log, but no "
+                f"participant recorded it under {row['idempotency_key']!r}: a late copy would not see it"
+            ),
+        )
+        for row in _query(_MANUAL_STEP_UNRECORDED, scope, in_scope=scope.orders("o.id"))
+    ]
+
+
 Check = Callable[[Scope], list[Finding]]
 
 CHECKS: list[Check] = [
@@ -1046,4 +1117,5 @@ CHECKS: list[Check] = [
     check_carrier_book,
     check_gateway_refunds,
     check_refund_notices,
+    check_manual_steps,
 ]

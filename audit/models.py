@@ -56,6 +56,8 @@ class Violation(models.Model):
             "cancellation_refund_unmade",
             "cancellation notice announces a refund the gateway never made",
         )
+        # 8. what an operator did by hand
+        MANUAL_STEP_UNRECORDED = "manual_step_unrecorded", "step done by hand without the participant's record"
 
     id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=40, choices=Kind.choices)

@@ -36,7 +36,7 @@ def confirm(message: Message, _: object) -> dict[str, Any]:
 
 def confirm_by_hand(message: Message, evidence: str) -> dict[str, Any]:
     """The operator confirmed the order and told the customer: no email from here."""
-    order = order_confirm(order_id=message.parse(ConfirmOrder).order_id, notify=False)
+    order = order_confirm(order_id=message.parse(ConfirmOrder).order_id, told_by_hand=evidence or "by hand")
     return {"order_status": order.status}
 
 
@@ -54,7 +54,7 @@ def cancel(message: Message, _: object) -> dict[str, Any]:
 
 def cancel_by_hand(message: Message, evidence: str) -> dict[str, Any]:
     command = message.parse(CancelOrder)
-    order = order_cancel(order_id=command.order_id, reason=command.reason, notify=False)
+    order = order_cancel(order_id=command.order_id, reason=command.reason, told_by_hand=evidence or "by hand")
     return {"order_status": order.status}
 
 

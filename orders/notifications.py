@@ -48,10 +48,13 @@ _INSERT_SQL = """
 """
 
 
-def notification_send(*, order: Order, kind: str, body: str) -> Notification:
+def notification_send(*, order: Order, kind: str, body: str, told_by_hand: str = "") -> Notification:
     """Send the email unless this order's notification of this kind exists. The caller holds
     the order's row lock, so no other transaction can be inserting the same row meanwhile (the
-    unique constraint would still refuse a second one)."""
+    unique constraint would still refuse a second one). ``told_by_hand``: an operator told the
+    customer themselves; the row records their word instead of the email, and nothing is sent."""
+    if told_by_hand:
+        body = f"(told by an operator) {told_by_hand}"
     notification = Notification(
         order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk), body=body
     )
@@ -62,6 +65,8 @@ def notification_send(*, order: Order, kind: str, body: str) -> Notification:
     if row is None:
         return Notification.objects.get(order=order, kind=kind)
     mark_inserted(notification, ("id", "sent_at"), row)
+    if told_by_hand:
+        return notification
     with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):
         send_mail(notification.subject, body, settings.DEFAULT_FROM_EMAIL, [order.customer_email], fail_silently=False)
     return notification

@@ -144,29 +144,38 @@ def order_request_cancel(*, order: Order, reason: str = "cancelled by the custom
     return order
 
 
-def order_confirm(*, order_id: int, notify: bool = True) -> Order:
-    """The saga's last step: confirm the order and email the customer, once. ``notify`` False:
-    an operator confirmed it by hand and told the customer themselves."""
+def order_confirm(*, order_id: int, told_by_hand: str = "") -> Order:
+    """The saga's last step: confirm the order and email the customer, once. ``told_by_hand``:
+    an operator confirmed it by hand and told the customer themselves (their evidence): the
+    notice is recorded as theirs and no email is sent."""
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status == Order.Status.PENDING:
         order.status = Order.Status.CONFIRMED
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "updated_at"])
-    if order.status == Order.Status.CONFIRMED and notify:
+    if order.status == Order.Status.CONFIRMED:
         lines = "\n".join(f"  {line.quantity} x {line.name}" for line in order.lines.all())
         notification_send(
             order=order,
             kind=Notification.Kind.CONFIRMATION,
             body=f"{greeting(order.customer_name)}\n\nyour order {order.pk} is confirmed:\n{lines}\n",
+            told_by_hand=told_by_hand,
         )
     return order
 
 
 def order_cancel(
-    *, order_id: int, reason: str, refunded_amount: int = 0, currency: str = "", notify: bool = True
+    *,
+    order_id: int,
+    reason: str,
+    refunded_amount: int = 0,
+    currency: str = "",
+    told_by_hand: str = "",
+    notify: bool = True,
 ) -> Order:
-    """The compensation of creating the order: cancel it and tell the customer, once. ``notify``
-    False: an operator cancelled it by hand and told the customer themselves.
+    """The compensation of creating the order: cancel it and tell the customer, once.
+    ``told_by_hand``: an operator cancelled it by hand and told the customer themselves.
+    ``notify`` False: no notice at all (an order never charged, see orders.handlers.cancel).
 
     The notice mentions money only when the caller names a refund that was made: a notice
     that claims a refund the gateway never made is the broken promise the auditor looks for
@@ -189,6 +198,7 @@ def order_cancel(
                     else ""
                 )
             ),
+            told_by_hand=told_by_hand,
         )
     return order
 

@@ -94,6 +94,11 @@ def charge_by_hand(message: Message, evidence: str) -> dict[str, Any]:
     return {"payment_id": payment.pk}
 
 
+def charge_found(message: Message) -> GatewayResponse | None:
+    """The gateway's charge under this step's key, if an earlier copy's call made one."""
+    return get_gateway().retrieve_charge(idempotency_key=provider_key(command_meta(message).idempotency_key))
+
+
 def charge_landed_late(message: Message, response: GatewayResponse | None, record: OutcomeRecord) -> None:
     """The gateway charged this copy after the step was compensated or done by hand: refund
     that charge, through a command of our own (the gateway is never called inside this
@@ -220,6 +225,7 @@ saga_participant(
     book=BOOK,
     manual=charge_by_hand,
     late_effect=charge_landed_late,
+    find_effect=charge_found,
     lost_by_hand=charge_by_hand_lost,
 )
 saga_participant(CONSUMER, "refund_payment", handle=refund, prepare=refund_call, book=BOOK, manual=refund_by_hand)

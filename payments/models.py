@@ -52,6 +52,8 @@ class LedgerEntry(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The auditor finds the gateway's movement a ledger entry books by its reference.
+        indexes = [models.Index(fields=["provider_reference"], name="ledger_provider_reference_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_amount_positive"),
             models.UniqueConstraint(fields=["payment", "kind"], name="ledger_one_charge_one_refund_per_payment"),
@@ -73,7 +75,9 @@ class GatewayCharge(models.Model):
     idempotency_key = models.CharField(max_length=300, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     transaction_id = models.CharField(max_length=100, unique=True)
-    charge_transaction_id = models.CharField(max_length=100, blank=True, help_text="for a refund")
+    charge_transaction_id = models.CharField(
+        max_length=100, blank=True, db_index=True, help_text="for a refund: the refunds of a charge are found by it"
+    )
     amount = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
     token = models.CharField(max_length=100, blank=True)

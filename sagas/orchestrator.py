@@ -94,7 +94,20 @@ def _apply(reply: SagaReply, message: Message) -> None:
         "reply_message_id": message.message_id,
         "replied_at": timezone.now(),
     }
-    expected = (
+    earlier = _decides_an_earlier_attempt(saga, reply)
+    if earlier:
+        # Every attempt of a step shares its key, and the participant's first decision under
+        # the key is final (sagas.outcomes): an earlier attempt's decision is the one the
+        # current attempt would bring back. Waiting for that instead would only let resends
+        # pile up behind a slow queue. The current attempt is superseded; its answer, when it
+        # comes, is recorded and ignored.
+        SagaStep.objects.filter(
+            saga=saga, step=reply.step, phase=reply.phase, attempt=saga.attempt, outcome=Outcome.PENDING
+        ).update(outcome=Outcome.SUPERSEDED)
+        SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt).update(
+            outcome=reply.outcome, error=reply.error, **answer
+        )
+    expected = earlier or (
         not saga.is_terminal
         and reply.step == saga.current_step
         and reply.phase == saga.phase
@@ -150,6 +163,19 @@ def _apply(reply: SagaReply, message: Message) -> None:
     else:
         _retry_or_escalate(saga, definition, step, error=reply.error or reply.outcome)
     saga_save(saga)
+
+
+def _decides_an_earlier_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
+    """Whether ``reply`` answers an earlier attempt of the step the saga waits for with the
+    participant's decision (not a technical failure, nor a record by hand it refused)."""
+    return (
+        not saga.is_terminal
+        and reply.step == saga.current_step
+        and reply.phase == saga.phase
+        and reply.attempt < saga.attempt
+        and reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL, Outcome.BUSINESS_FAILURE)
+        and not reply.data.get(BY_HAND_REFUSED)
+    )
 
 
 def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:

@@ -59,6 +59,7 @@ def saga_participant(
     prepare: Callable[[Message], Any] | None = None,
     manual: ManualHandler | None = None,
     late_effect: LateEffectHandler | None = None,
+    find_effect: Callable[[Message], Any] | None = None,
     lost_by_hand: LostByHandHandler | None = None,
 ) -> None:
     """Register a saga command's handler, deciding its step key once (see sagas.outcomes).
@@ -66,12 +67,22 @@ def saga_participant(
     ``handle`` runs only while the step is undecided, under the lock on its key; its data, or
     its business failure, is recorded as the key's final outcome and given to every later copy.
     A copy marked as done by hand (the ``manual`` header an operator's action sets) runs
-    ``manual`` instead, without any outside call.
+    ``manual`` instead, without any outside call. ``find_effect`` reads the provider's record
+    under the step's key, for a copy that finds its step compensated or done by hand: a
+    replayed dead letter of a copy that crashed after its call thus undoes what the call did.
     """
 
     def guarded_prepare(message: Message) -> Any:
         meta = command_meta(message)
-        if meta.manual is not None or book.peek(meta.idempotency_key):
+        if meta.manual is not None:
+            return DECIDED
+        decided = book.peek(meta.idempotency_key)
+        if decided in (Decision.COMPENSATED, Decision.MANUAL) and find_effect is not None:
+            # Nothing to do, but something to look for: an earlier copy's call may have landed
+            # after the step was decided (and the copy died before it could tell). The
+            # provider's record under the key, read only, is handed to ``late_effect``.
+            return find_effect(message)
+        if decided:
             return DECIDED  # nothing to ask the outside world: the books answer
         return prepare(message)
 

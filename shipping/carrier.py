@@ -32,6 +32,8 @@ class Carrier(Protocol):
 
     def cancel_shipment(self, *, idempotency_key: str) -> bool: ...
 
+    def retrieve_shipment(self, *, idempotency_key: str) -> CarrierResponse | None: ...
+
 
 class FakeCarrier:
     """Accepts addresses in the countries it serves; any other country is rejected (a
@@ -66,6 +68,12 @@ class FakeCarrier:
         if fault_fires("carrier_transient"):
             raise CarrierUnavailable("carrier answered 503")
         return CarrierShipment.objects.filter(idempotency_key=idempotency_key, accepted=True).update(cancelled=True) > 0
+
+    def retrieve_shipment(self, *, idempotency_key: str) -> CarrierResponse | None:
+        booked = CarrierShipment.objects.filter(idempotency_key=idempotency_key).first()
+        if booked is None:
+            return None
+        return CarrierResponse(booked.accepted and not booked.cancelled, booked.reference, booked.tracking_number)
 
 
 _CREATE_SQL = """

@@ -80,6 +80,11 @@ def create_by_hand(message: Message, evidence: str) -> dict[str, Any]:
     return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
 
 
+def create_found(message: Message) -> CarrierResponse | None:
+    """The carrier's live booking under this step's key, if an earlier copy's call made one."""
+    return get_carrier().retrieve_shipment(idempotency_key=carrier_key(command_meta(message).idempotency_key))
+
+
 def create_landed_late(message: Message, response: CarrierResponse | None, record: OutcomeRecord) -> None:
     """The carrier booked this copy's shipment after the step was compensated or done by hand:
     cancel that booking, through a command of our own, so that no parcel leaves for an order
@@ -155,6 +160,7 @@ saga_participant(
     book=BOOK,
     manual=create_by_hand,
     late_effect=create_landed_late,
+    find_effect=create_found,
 )
 saga_participant(CONSUMER, "cancel_shipment", handle=cancel, prepare=cancel_call, book=BOOK, manual=cancel_by_hand)
 register(CONSUMER, CANCEL_LATE_SHIPMENT, handle=cancel_late, prepare=cancel_late_call)

@@ -437,7 +437,9 @@ def test_api_docs_page_renders_from_local_static_files():
     assert "cdn" not in html.lower(), "the docs must work offline"
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
-    assert "/api/schema/" in html
+    # The start-up script is a file of its own (no inline script: the Content-Security-Policy).
+    assert '<script src="/api/docs/?script="></script>' in html
+    assert "/api/schema/" in APIClient().get("/api/docs/?script=").content.decode()
 
 
 # ---------------------------------------------------------------------------

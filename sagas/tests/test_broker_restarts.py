@@ -86,7 +86,7 @@ def test_twenty_broker_restarts_under_load_kill_no_process_and_every_saga_ends(w
     statuses: list[int] = []
     try:
         system.start()
-        pids = {"worker": system.worker.process.pid, "beat": system.beat.pid, "web": system.web.pid}
+        pids = {"worker": system.worker.process.pid, "beat": system.beat.pid, "web": system.web.process.pid}
         loader = threading.Thread(
             target=_place_orders, args=(StorefrontClient(system.port, token), tally, stop, statuses), daemon=True
         )
@@ -122,9 +122,9 @@ def test_twenty_broker_restarts_under_load_kill_no_process_and_every_saga_ends(w
         assert not sagas.filter(stuck=True).exists(), list(sagas.filter(stuck=True).values("id", "stuck_reason"))
         assert sagas.filter(state=SagaState.COMPLETED).exists() and sagas.filter(state=SagaState.COMPENSATED).exists()
 
-        now = {"worker": system.worker.process.pid, "beat": system.beat.pid, "web": system.web.pid}
+        now = {"worker": system.worker.process.pid, "beat": system.beat.pid, "web": system.web.process.pid}
         assert now == pids
-        assert system.worker.running and system.beat.poll() is None and system.web.poll() is None, _logs(system)
+        assert system.worker.running and system.beat.poll() is None and system.web.process.poll() is None, _logs(system)
         assert "Unrecoverable error" not in system.worker.tail(100_000)
     finally:
         stop.set()

@@ -282,14 +282,15 @@ def test_a_record_by_hand_the_books_cannot_act_on_is_refused_and_the_saga_waits_
     assert not Payment.objects.exists()
 
 
-def test_mark_done_of_the_last_step_completes_the_saga_without_a_second_email(catalog, operator):
+def test_mark_done_of_the_last_step_completes_the_saga_without_a_second_email(catalog, operator, mailoutbox):
     saga = stuck_past_pivot()
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence="email sent by hand")
     settle()
     saga.refresh_from_db()
     assert saga.state == SagaState.COMPLETED and saga.finished_at is not None and not saga.stuck
     order = Order.objects.get(saga_id=saga.pk)
-    assert order.status == Order.Status.CONFIRMED and not order.notifications.exists()
+    assert order.status == Order.Status.CONFIRMED and mailoutbox == []
+    assert order.notifications.get().body == "(told by an operator) email sent by hand"
 
 
 def test_mark_done_of_a_failed_compensation_continues_the_compensation(catalog, operator):

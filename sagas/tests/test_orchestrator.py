@@ -201,3 +201,26 @@ def test_a_reply_for_an_unknown_or_malformed_saga_is_recorded_and_changes_nothin
     assert (saga.state, saga.current_step, saga.attempt, saga.updated_at) == before
     assert not SagaStep.objects.filter(saga=saga, outcome=Outcome.SUCCESS).exists()
     assert InboxMessage.objects.filter(message_id=message.message_id).exists()
+
+
+def test_an_earlier_attempts_decision_moves_the_saga_on_without_waiting_for_the_resent_copy(catalog):
+    from sagas.tests.saga_states import place, reply
+
+    saga = place()
+    OutboxMessage.objects.update(published_at=timezone.now())  # handed to the broker, and slow
+    SagaInstance.objects.filter(pk=saga.pk).update(last_sent_at=timezone.now() - timedelta(hours=1))
+    assert saga_sweep()["resent"] == 1
+    saga.refresh_from_db()
+    assert saga.attempt == 2
+
+    reply(saga, Outcome.TECHNICAL_FAILURE, attempt=1)  # an earlier attempt's failure proves nothing
+    assert (saga.current_step, saga.attempt) == ("charge_payment", 2)
+
+    reply(saga, Outcome.SUCCESS, attempt=1)  # the key's decision, whichever copy brings it
+    assert (saga.current_step, saga.attempt) == ("reserve_inventory", 1)
+    attempts = dict(SagaStep.objects.filter(saga=saga, step="charge_payment").values_list("attempt", "outcome"))
+    assert attempts == {1: Outcome.SUCCESS, 2: Outcome.SUPERSEDED}
+
+    reply(saga, Outcome.SUCCESS, attempt=2)  # the resent copy's answer, late: recorded, ignored
+    saga.refresh_from_db()
+    assert (saga.current_step, saga.attempt) == ("reserve_inventory", 1)
