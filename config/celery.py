@@ -8,9 +8,10 @@ from celery.signals import task_postrun, task_prerun, worker_init, worker_proces
 
 from config.heartbeat import WorkerHeartbeat
 
-# Never the development settings by default: a worker or beat started without the variable runs
-# the production ones, which refuse to start without their secrets (make run sets dev itself).
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
+# No default for DJANGO_SETTINGS_MODULE: a worker or beat started without it refuses to start
+# (Django says the settings are not configured) rather than run the development settings. Not
+# set here either, since every process that imports this package (the launcher, the tools)
+# would then hand it on to its children.
 
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -113,14 +113,14 @@ def test_without_a_settings_module_only_runserver_on_loopback_gets_the_developme
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "refusal"),
     [
-        [sys.executable, "manage.py", "check"],
-        [sys.executable, "-c", "import config.celery, django; django.setup()"],
+        ([sys.executable, "manage.py", "check"], "SECRET_KEY must be set"),  # production, without its secrets
+        ([sys.executable, "-m", "celery", "-A", "config", "inspect", "ping"], "DJANGO_SETTINGS_MODULE"),
     ],
 )
-def test_manage_and_celery_without_a_settings_module_run_production_and_refuse_without_its_secrets(command):
+def test_manage_and_celery_without_a_settings_module_never_start_with_the_development_settings(command, refusal):
     result = subprocess.run(
         command, env={"PATH": "/usr/bin:/bin"}, cwd=BASE_DIR, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr, result.stderr[-2000:]
+    assert result.returncode != 0 and refusal in result.stderr + result.stdout, result.stderr[-2000:]
