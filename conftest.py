@@ -60,6 +60,8 @@ def production_web(worker_env, tmp_path_factory) -> Iterator[WebProcess]:
         **worker_env,
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(64),
+        # The test worker's key, so that what this web sends is accepted by it.
+        "OUTBOX_SIGNING_KEYS": ",".join(settings.OUTBOX_SIGNING_KEYS),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
         "WEB_CONCURRENCY": "1",

@@ -67,6 +67,7 @@ def rerun_isolated(
         # Measured as deployed: production settings (DEBUG off: no query log in memory).
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
+        "OUTBOX_SIGNING_KEYS": os.environ.get("OUTBOX_SIGNING_KEYS") or secrets.token_urlsafe(48),
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         CHILD_FLAG: "1",

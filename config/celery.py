@@ -8,7 +8,10 @@ from celery.signals import task_postrun, task_prerun, worker_init, worker_proces
 
 from config.heartbeat import WorkerHeartbeat
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# No default for DJANGO_SETTINGS_MODULE: a worker or beat started without it refuses to start
+# (Django says the settings are not configured) rather than run the development settings. Not
+# set here either, since every process that imports this package (the launcher, the tools)
+# would then hand it on to its children.
 
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")

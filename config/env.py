@@ -1,6 +1,8 @@
 """Reading settings from the environment (12-factor), with typed helpers."""
 
+import math
 import os
+from collections import Counter
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -49,3 +51,14 @@ def database_from_url(url: str) -> dict:
         "PORT": str(parsed.port or ""),
         "OPTIONS": options,
     }
+
+
+def estimated_entropy_bits(secret: str) -> float:
+    """The secret's length times the Shannon entropy of its characters: a rough upper bound on
+    how random it is, enough to refuse the obvious (50 identical characters score 0, a phrase
+    of words little, ``secrets.token_urlsafe(50)`` over 300)."""
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    return per_char * len(secret)

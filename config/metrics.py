@@ -11,17 +11,25 @@ Under gunicorn and Celery's prefork pool every process counts on its own. With
 config/gunicorn.py do it), prometheus_client keeps the values in files there, and /metrics
 (config.metrics_endpoint) adds them up across processes.
 
+Every label comes from a closed set, whoever sent the request or the message: each series
+costs memory in every process and a file in multiprocess mode, so a value a client or a broker
+writer can choose (an HTTP method, a queue name) is mapped to ``other`` unless it is known.
+
 Levels that the database already knows (the outbox backlog and its age, open violations,
 stuck sagas, dead letters) are not kept here but read at scrape time, see
 config.metrics_endpoint.DatabaseCollector: always exact, whatever process changed them.
 """
 
+import functools
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
 PREFIX = "backoffice"
+OTHER = "other"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 SAGAS_STARTED = Counter(f"{PREFIX}_sagas_started", "Sagas started.", ["definition"])
 SAGAS_FINISHED = Counter(
@@ -76,13 +84,19 @@ def saga_step_done(*, step: str, phase: str, outcome: str, started_at: datetime 
 
 
 def message_delivered(*, consumer: str, type: str, outcome: str) -> None:
+    """``consumer`` is a queue of ours (a poison message is counted under the queue it came
+    from, which its sender may name); ``type`` a registered type or a class in parentheses."""
+    consumer = consumer if consumer in _queues() else OTHER
     MESSAGES.labels(consumer, type, outcome).inc()
     if outcome == "duplicate":
         DUPLICATES.labels(consumer).inc()
 
 
 def api_request(*, method: str, route: str, status: int) -> None:
-    API_REQUESTS.labels(method, route, str(status)).inc()
+    """``route`` is a URL pattern of ours (or "(unmatched)"), never the path."""
+    API_REQUESTS.labels(
+        method if method in HTTP_METHODS else OTHER, route, str(status) if 100 <= status <= 599 else OTHER
+    ).inc()
 
 
 def idempotency_outcome(outcome: str) -> None:
@@ -91,3 +105,8 @@ def idempotency_outcome(outcome: str) -> None:
 
 def audit_violation_opened(*, kind: str) -> None:
     AUDIT_VIOLATIONS.labels(kind).inc()
+
+
+@functools.cache
+def _queues() -> frozenset[str]:
+    return frozenset(queue.name for queue in settings.CELERY_TASK_QUEUES)

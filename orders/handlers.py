@@ -4,6 +4,8 @@ cancel it (the compensation of creating it)."""
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from orders.models import StepOutcome
 from orders.services import order_cancel, order_confirm
 from outbox.messages import Message
@@ -24,6 +26,7 @@ class CancelOrder:
     order_id: int
     reason: str = ""
     refunded_amount: int = 0  # what the saga's refund gave back, for the customer's notice
+    charged: bool = True  # a command sent before the field existed: notify, as then
 
 
 def confirm(message: Message, _: object) -> dict[str, Any]:
@@ -38,8 +41,14 @@ def confirm_by_hand(message: Message, evidence: str) -> dict[str, Any]:
 
 
 def cancel(message: Message, _: object) -> dict[str, Any]:
+    """No notice for an order that was never charged (a declined card, a cancellation before the
+    charge) unless the shop asks for one: anyone may place an order for any address, and a
+    notice that costs them nothing would make the shop a mailer of their choosing."""
     command = message.parse(CancelOrder)
-    order = order_cancel(order_id=command.order_id, reason=command.reason, refunded_amount=command.refunded_amount)
+    notify = command.charged or settings.NOTIFY_UNCHARGED_CANCELLATIONS
+    order = order_cancel(
+        order_id=command.order_id, reason=command.reason, refunded_amount=command.refunded_amount, notify=notify
+    )
     return {"order_status": order.status}
 
 

@@ -68,6 +68,8 @@ def send_confirmation(data: OrderSagaData) -> Command:
 
 def cancel_order(data: OrderSagaData) -> Command:
     payload = {"order_id": data.order_id, "reason": data.failure_reason, "refunded_amount": data.refunded_amount}
+    # Whether the customer was ever charged or had stock held: only then is a notice owed.
+    payload["charged"] = data.payment_id is not None or data.reservation_id is not None or data.refunded_amount > 0
     return Command("orders", "cancel_order", payload)
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from inventory.selectors import product_catalog
 from orders.exceptions import InvalidOrder, OrderNotCancellable
 from orders.models import Notification, Order
-from orders.notifications import notification_send
+from orders.notifications import greeting, notification_send
 from orders.rows import NewLine, order_insert
 from orders.saga import ORDER_SAGA, OrderSagaData
 from sagas.definition import latest_definition
@@ -158,17 +158,24 @@ def order_confirm(*, order_id: int, told_by_hand: str = "") -> Order:
         notification_send(
             order=order,
             kind=Notification.Kind.CONFIRMATION,
-            body=f"Hello {order.customer_name},\n\nyour order {order.pk} is confirmed:\n{lines}\n",
+            body=f"{greeting(order.customer_name)}\n\nyour order {order.pk} is confirmed:\n{lines}\n",
             told_by_hand=told_by_hand,
         )
     return order
 
 
 def order_cancel(
-    *, order_id: int, reason: str, refunded_amount: int = 0, currency: str = "", told_by_hand: str = ""
+    *,
+    order_id: int,
+    reason: str,
+    refunded_amount: int = 0,
+    currency: str = "",
+    told_by_hand: str = "",
+    notify: bool = True,
 ) -> Order:
     """The compensation of creating the order: cancel it and tell the customer, once.
     ``told_by_hand``: an operator cancelled it by hand and told the customer themselves.
+    ``notify`` False: no notice at all (an order never charged, see orders.handlers.cancel).
 
     The notice mentions money only when the caller names a refund that was made: a notice
     that claims a refund the gateway never made is the broken promise the auditor looks for
@@ -179,12 +186,12 @@ def order_cancel(
         order.cancel_reason = reason or "cancelled"
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
-    if order.status == Order.Status.CANCELLED:
+    if order.status == Order.Status.CANCELLED and notify:
         notification_send(
             order=order,
             kind=Notification.Kind.CANCELLATION,
             body=(
-                f"Hello {order.customer_name},\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
+                f"{greeting(order.customer_name)}\n\nyour order {order.pk} was cancelled: {order.cancel_reason}.\n"
                 + (
                     f"We refunded {_amount(refunded_amount)} {currency or order.currency}.\n"
                     if refunded_amount > 0

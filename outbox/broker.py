@@ -6,6 +6,9 @@ every message (routing, declaring the queue, option look-ups): at thousands of m
 second that, not Redis, is what limits the relay. So on Redis the relay writes the very
 document Celery's producer writes (task protocol 2, as a test compares field by field),
 a whole batch in one pipeline. On any other broker it goes through ``send_task``.
+
+Both ways every envelope is signed here, on its way out (outbox.signing): this is the one
+place where messages leave for the broker, so none can leave unsigned.
 """
 
 import base64
@@ -20,15 +23,17 @@ from urllib.parse import urlsplit
 from redis import Redis
 
 from config.celery import app as celery_app
+from outbox.signing import signed, signed_json
 
 CONSUME_TASK = "outbox.consume"
 # The part of a task's body that names no callbacks: what Celery writes for a plain task.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_EMBED_JSON = json.dumps(_EMBED)
 
 
 def send_consume_tasks(envelopes: Iterable[dict]) -> None:
-    """Queue one ``outbox.consume`` task per envelope, on its destination's queue, with the
-    message id as the task id. Raises when the broker cannot be reached: nothing is then
+    """Queue one ``outbox.consume`` task per envelope, signed, on its destination's queue, with
+    the message id as the task id. Raises when the broker cannot be reached: nothing is then
     marked published, and the relay sends the messages again later."""
     client = _redis_broker()
     if client is None:
@@ -51,9 +56,10 @@ def send_consume_tasks(envelopes: Iterable[dict]) -> None:
 
 def task_document(envelope: dict, *, queue: str, origin: str, reply_to: str, time_limits: list) -> dict:
     """The Redis transport's document of a Celery protocol 2 message running ``outbox.consume``
-    with the envelope as its only argument."""
+    with the signed envelope as its only argument."""
     task_id = envelope["message_id"]
-    body = json.dumps([[envelope], {}, _EMBED]).encode()
+    # The envelope's canonical JSON, which its signature needed anyway, is the argument's text.
+    body = f"[[{signed_json(envelope)}], {{}}, {_EMBED_JSON}]".encode()
     return {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
@@ -100,7 +106,7 @@ def _send_through_celery(envelopes: Iterable[dict]) -> None:
         for envelope in envelopes:
             celery_app.send_task(
                 CONSUME_TASK,
-                args=[envelope],
+                args=[signed(envelope)],
                 task_id=envelope["message_id"],
                 queue=envelope["destination"],
                 producer=producer,

@@ -3,8 +3,12 @@
 A handler runs in one transaction with the insertion of its inbox row, so its effect and
 the record that it happened commit together. A crash before the commit leaves the message
 unhandled, and its redelivery does the work; a duplicate finds the inbox row and stops.
+
+Before anything else a delivered envelope must prove that this system wrote it (its signature,
+see outbox.signing); one that cannot is a dead letter and nothing more.
 """
 
+import json
 import logging
 import random
 import traceback as tb
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from opentelemetry.trace import Span, SpanKind
 
 from config import metrics, tracing
@@ -23,6 +27,7 @@ from config.redis import get_redis
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
 from outbox.models import DeadLetter
+from outbox.signing import NOT_AUTHENTIC, is_authentic
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +98,16 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "", local: bool = Fal
     caller's transaction is the handler's (local delivery, see ``relay.deliver_committed_locally``):
     no savepoint of its own, and any failure of the handler is raised as it is, for the caller to
     roll back and hand the message to the broker, whose delivery retries or dead-letters it.
+
+    Every envelope is verified first, except a local one: ``local`` is only ever passed by
+    ``relay.deliver_committed_locally``, which read it from our own outbox table in this very
+    transaction (nothing crossed a process boundary); whatever comes through the Celery task,
+    from the relay or from anyone else who can write to the broker, is verified.
     """
+    if not local and not is_authentic(raw):
+        _dead_letter_not_authentic(raw, queue=queue)
+        metrics.message_delivered(consumer=queue or "unknown", type="(not authentic)", outcome="dead_letter")
+        return "dead_letter"
     try:
         message = Message.from_envelope(raw)
         registration = registration_for(message.destination, message.type)
@@ -247,8 +261,58 @@ def _dead_letter(
             registration.on_dead_letter(message, reason)
 
 
+def _dead_letter_not_authentic(raw: object, *, queue: str) -> None:
+    """Keep a forged or altered message as evidence, poison (never replayed as it is: see
+    ``services.dead_letter_replay``), and raise the alarm: someone other than this system
+    wrote to the broker, or the keys differ between processes."""
+    envelope = _storable(raw)
+    claimed_id = str(envelope.get("message_id") or "")[:64]
+    consumer = str(queue or envelope.get("destination") or "unknown")[:50]
+    logger.error(
+        "ALERT: a message that is not authentic was dead-lettered, with no effect",
+        extra={
+            "alert": "message_not_authentic",
+            "queue": queue,
+            "claimed_type": str(envelope.get("type") or "")[:100],
+            "claimed_message_id": claimed_id,
+        },
+    )
+    fields = {
+        "consumer": consumer,
+        "type": str(envelope.get("type") or "")[:100],
+        "correlation_id": str(envelope.get("correlation_id") or "")[:64],
+        "envelope": envelope,
+        "reason": NOT_AUTHENTIC,
+        "poison": True,
+        "attempts": 1,
+    }
+    # Never over a dead letter of ours under the same id: a forgery must not replace the
+    # evidence, or the replayable envelope, of a genuine message.
+    taken = not claimed_id or DeadLetter.objects.filter(consumer=consumer, message_id=claimed_id).exists()
+    try:
+        with transaction.atomic():
+            DeadLetter.objects.create(message_id=_forged_id() if taken else claimed_id, **fields)
+    except IntegrityError:  # the same id, dead-lettered concurrently
+        DeadLetter.objects.create(message_id=_forged_id(), **fields)
+
+
+def _forged_id() -> str:
+    return f"forged-{random.getrandbits(64):x}"
+
+
+def _storable(raw: object) -> dict[str, Any]:
+    """``raw`` as a JSON object to keep in a dead letter (kombu may decode tagged values into
+    objects JSON cannot hold)."""
+    if isinstance(raw, dict):
+        try:
+            return json.loads(json.dumps(raw, default=repr))
+        except (TypeError, ValueError):
+            pass
+    return {"raw": repr(raw)[:10_000]}
+
+
 def _dead_letter_poison(raw: object, *, queue: str, reason: str) -> None:
-    envelope = raw if isinstance(raw, dict) else {"raw": repr(raw)[:10_000]}
+    envelope = _storable(raw)
     logger.error("poison message dead-lettered", extra={"reason": reason, "queue": queue})
     with transaction.atomic():
         _store_dead_letter(

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import nudge_relay
+from outbox.signing import NOT_AUTHENTIC
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,12 @@ def dead_letter_replay(*, dead_letter: DeadLetter) -> OutboxMessage:
 
     Safe because consumers are idempotent: if the message had in fact been handled, its inbox
     row absorbs the replay. The outbox row is put back in the relay's queue (or re-created
-    from the stored envelope when retention has purged it).
+    from the stored envelope when retention has purged it). A message that was not authentic
+    is refused.
     """
+    if dead_letter.reason == NOT_AUTHENTIC:
+        # Replayed, it would go out signed by the relay: a forgery made genuine.
+        raise ReplayRefused("this message is not authentic (this system did not write it); it is never replayed")
     envelope = dead_letter.envelope
     try:
         message_id = uuid.UUID(str(envelope.get("message_id")))

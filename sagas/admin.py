@@ -23,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from outbox.models import DeadLetter
 from sagas import operations, selectors
-from sagas.audit import audit_record
+from sagas.audit import audit_refusal
 from sagas.charts import bar_chart, line_chart
 from sagas.definition import registered_definitions
 from sagas.exceptions import SagaActionRefused
@@ -309,7 +309,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
         permission = ACTION_PERMISSIONS[action]
         if not request.user.has_perm(permission):
             if request.method == "POST":
-                audit_record(
+                audit_refusal(
                     actor=request.user,
                     action=action,
                     saga_id=saga.pk,
@@ -360,10 +360,13 @@ class SagaInstanceAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/sagas/action_confirm.html", context)
 
     def replay_dead_letter_view(self, request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+        # Staff who may not even look at sagas are turned away unrecorded: only then is a
+        # refused attempt worth a row of the append-only audit log.
+        self._require_view(request)
         dead_letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
         if not request.user.has_perm(REPLAY_PERMISSION):
             if request.method == "POST":
-                audit_record(
+                audit_refusal(
                     actor=request.user,
                     action=operations.REPLAY_DEAD_LETTER,
                     saga_id=None,

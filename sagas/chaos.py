@@ -274,9 +274,9 @@ class ChaosRun:
     # -- set-up ---------------------------------------------------------------------------
     def seed(self) -> list[str]:
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
 
         from inventory.services import product_upsert, stock_receive
+        from orders.api.tokens import api_token_issue
 
         stock_receive(product=product_upsert(sku="CHAOS-1", name="Chaos coffee", price_amount=1500), quantity=10**7)
         sold_out = product_upsert(sku="CHAOS-RARE", name="Rare kettle", price_amount=9900)
@@ -284,7 +284,7 @@ class ChaosRun:
         tokens = []
         for index in range(self.plan.clients):
             user = get_user_model().objects.create_user(f"chaos-client-{index}", password=None)
-            tokens.append(Token.objects.create(user=user).key)
+            tokens.append(api_token_issue(user=user))
         return tokens
 
     # -- faults ---------------------------------------------------------------------------

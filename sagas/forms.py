@@ -2,12 +2,14 @@
 
 from django import forms
 
+from sagas.audit import OPERATOR_TEXT_MAX
+
 REASON_HELP = "Why you do this. It is written to the audit log with your name."
 
 
 class OperatorActionForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, help_text=REASON_HELP
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=OPERATOR_TEXT_MAX, help_text=REASON_HELP
     )
     # The saga's step and phase when the page was loaded: if the saga moved on before the
     # operator confirmed, the action is refused rather than applied to a step nobody looked at.
@@ -17,18 +19,18 @@ class OperatorActionForm(forms.Form):
 class MarkStepDoneForm(OperatorActionForm):
     evidence = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        max_length=2000,
+        max_length=OPERATOR_TEXT_MAX,
         help_text="What was done by hand and where it can be checked, e.g. the refund id in the provider's console.",
     )
 
 
 class BulkActionForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, help_text=REASON_HELP
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=OPERATOR_TEXT_MAX, help_text=REASON_HELP
     )
 
 
 class DeadLetterReplayForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, help_text=REASON_HELP
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=OPERATOR_TEXT_MAX, help_text=REASON_HELP
     )

@@ -24,7 +24,7 @@ from config.logging import bind_context, reset_context
 from outbox.models import DeadLetter, OutboxMessage
 from outbox.selectors import dead_letter_exists
 from outbox.services import ReplayRefused, dead_letter_replay
-from sagas.audit import audit_record
+from sagas.audit import OPERATOR_TEXT_MAX, audit_record, audit_refusal
 from sagas.definition import SagaDefinition, StepKind, definition_for
 from sagas.exceptions import SagaActionRefused
 from sagas.locks import lock_saga
@@ -258,7 +258,7 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
     dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
     saga_id = _saga_of(dead_letter.correlation_id)
     reason = reason.strip()
-    refusal = "a reason is required" if not reason else None
+    refusal = _text_refusal(reason=reason)
     message = None
     if refusal is None:
         try:
@@ -279,7 +279,7 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
         except ReplayRefused as exc:
             refusal = str(exc)
     if refusal is not None:
-        audit_record(
+        audit_refusal(
             actor=actor,
             action=REPLAY_DEAD_LETTER,
             saga_id=saga_id,
@@ -333,7 +333,7 @@ def _operate(
                 audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=outcome)
                 logger.info("operator action", extra={"outcome": outcome})
             else:
-                audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=f"refused: {refusal}")
+                audit_refusal(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=f"refused: {refusal}")
                 logger.info("operator action refused", extra={"refusal": refusal})
     finally:
         reset_context(token)
@@ -351,8 +351,8 @@ def _refusal(
     evidence: str,
     expected_position: str | None,
 ) -> str | None:
-    if not reason:
-        return "a reason is required"
+    if (refusal := _text_refusal(reason=reason, evidence=evidence)) is not None:
+        return refusal
     if action == SagaAction.MARK_STEP_DONE and not evidence:
         return "evidence is required: say what was done by hand and where it can be checked"
     if expected_position is not None and expected_position != saga_position(saga):
@@ -363,6 +363,14 @@ def _refusal(
             f"{saga.current_step or '-'} ({saga.phase}); reload the page and decide again"
         )
     return saga_action_refusal(saga=saga, action=action, definition=definition)
+
+
+def _text_refusal(*, reason: str, evidence: str = "") -> str | None:
+    if not reason:
+        return "a reason is required"
+    if len(reason) > OPERATOR_TEXT_MAX or len(evidence) > OPERATOR_TEXT_MAX:
+        return f"a reason and evidence are at most {OPERATOR_TEXT_MAX} characters each"
+    return None
 
 
 def saga_position(saga: SagaInstance) -> str:

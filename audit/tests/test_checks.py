@@ -268,6 +268,8 @@ def test_a_cancelled_order_charged_at_the_gateway_but_not_in_our_ledger_is_repor
     assert found(report) == {
         (Kind.CANCELLED_MONEY_HELD, f"order:{order.pk}"),
         (Kind.PAYMENT_LEDGER_MISMATCH, f"order:{order.pk}"),
+        # Declined as far as we knew, so the customer was not written to: charged and not told.
+        (Kind.CANCELLED_NOTICE_WRONG, f"order:{order.pk}"),
     }
     mismatch = next(f for f in report.findings if f.kind == Kind.PAYMENT_LEDGER_MISMATCH)
     assert mismatch.involved["references"] == [charge.transaction_id]
@@ -701,8 +703,9 @@ def test_two_partial_refunds_of_one_charge_are_reported(product):
     assert "2 refund(s)" in finding.detail
 
 
-def test_a_cancellation_notice_announcing_a_refund_that_was_never_made_is_reported(product):
+def test_a_cancellation_notice_announcing_a_refund_that_was_never_made_is_reported(product, settings):
     # Issue 24's fourth case: nothing was charged at the gateway, yet the email says refunded.
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
     order = scenarios.declined()
     notice = Notification.objects.get(order=order)
     Notification.objects.filter(pk=notice.pk).update(body="your order was cancelled.\nWe refunded 45.00 EUR.\n")
@@ -713,7 +716,8 @@ def test_a_cancellation_notice_announcing_a_refund_that_was_never_made_is_report
     assert finding.involved == {"order": order.pk, "saga": str(order.saga_id), "notification": notice.pk}
 
 
-def test_a_refund_of_another_orders_charge_does_not_back_a_notice(product):
+def test_a_refund_of_another_orders_charge_does_not_back_a_notice(product, settings):
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
     refunded = scenarios.out_of_stock()
     order = scenarios.declined()
     Notification.objects.filter(order=order).update(body="We refunded 45.00 EUR.")

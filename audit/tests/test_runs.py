@@ -162,7 +162,8 @@ def test_an_incremental_run_catches_a_second_refund_and_keeps_it_open(product, n
     assert {(f.kind, f.key) for f in second.findings} == expected and second.resolved == 0
 
 
-def test_an_incremental_run_catches_a_new_notice_announcing_a_refund_never_made(product, no_overlap):
+def test_an_incremental_run_catches_a_new_notice_announcing_a_refund_never_made(product, no_overlap, settings):
+    settings.NOTIFY_UNCHARGED_CANCELLATIONS = True  # a shop that tells of declined cards too
     audit_run(full=True)
     order = scenarios.declined()
     Notification.objects.filter(order=order).update(body="We refunded 45.00 EUR.")

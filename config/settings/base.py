@@ -1,5 +1,7 @@
 """Settings shared by every environment. Everything that varies comes from the environment."""
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from kombu import Exchange, Queue
@@ -38,6 +40,7 @@ MIDDLEWARE = [
     "config.request_context.RequestContextMiddleware",
     "outbox.middleware.RelaySendsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,6 +113,9 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orders@backoffice.example")
+# A cancelled order that was never charged (a declined card) gets no email unless this is on:
+# anyone can place an order for any address, and such an email would cost them nothing.
+NOTIFY_UNCHARGED_CANCELLATIONS = env_bool("NOTIFY_UNCHARGED_CANCELLATIONS", False)
 
 # ---------------------------------------------------------------------------
 # Celery. Every setting is explicit; the comment says what failure it prevents.
@@ -186,6 +192,18 @@ OUTBOX_NUDGE_DEBOUNCE_MS = env_int("OUTBOX_NUDGE_DEBOUNCE_MS", 1000)
 # confirmations then cost no broker round trip. Remove a consumer from the list when it runs
 # on workers of its own.
 OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas,inventory,orders")
+# Every envelope sent to the broker is signed (HMAC-SHA256) with the first of these keys and
+# accepted under any of them (outbox.signing): a message nobody holding a key wrote takes no
+# effect. The same list on every process; to rotate, put the new key first everywhere, and drop
+# the old one once the queues have drained. Required in production; the dev and test settings
+# derive one from their SECRET_KEY.
+OUTBOX_SIGNING_KEYS = env_list("OUTBOX_SIGNING_KEYS", "")
+
+
+def derived_signing_keys(secret_key: str) -> list[str]:
+    """Outside production: one envelope key derived from SECRET_KEY, never SECRET_KEY itself."""
+    return [hmac.new(secret_key.encode(), b"outbox envelopes", hashlib.sha256).hexdigest()]
+
 
 LOGGING = {
     "version": 1,
@@ -218,10 +236,18 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Every error, in one shape ({"error": {"code", "message", "fields"}}), mapped in one place.
     "EXCEPTION_HANDLER": "orders.api.errors.exception_handler",
-    # One budget per client, counted in Redis so that all web processes share it. Generous by
-    # default so that benchmarks are not throttled.
+    # One budget per client, counted in Redis so that all web processes share it: ten orders a
+    # second, well above a storefront's peak, far below what would make the shop a mailer
+    # (the benchmarks raise it). Requests with no token or a bad one have a budget per address
+    # (checked by the authentication class, before DRF's 401).
     "DEFAULT_THROTTLE_CLASSES": ["orders.api.throttling.StorefrontClientThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"storefront_client": env_str("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "storefront_client": env_str("API_THROTTLE_RATE", "600/min"),
+        "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "60/min"),
+    },
+    # How many proxies of ours append to X-Forwarded-For: 0 trusts only the peer's address
+    # (a client can write any X-Forwarded-For it likes).
+    "NUM_PROXIES": env_int("API_TRUSTED_PROXY_HOPS", 0),
 }
 
 SPECTACULAR_SETTINGS = {

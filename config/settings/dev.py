@@ -2,7 +2,9 @@
 
 from config.env import env_str
 from config.settings.base import *  # noqa: F403
+from config.settings.base import OUTBOX_SIGNING_KEYS, derived_signing_keys
 
 DEBUG = True
 SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-never-used-in-production")
+OUTBOX_SIGNING_KEYS = OUTBOX_SIGNING_KEYS or derived_signing_keys(SECRET_KEY)
 ALLOWED_HOSTS = ["*"]

@@ -7,9 +7,12 @@ from config.env import env_int, env_str
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 from config.settings.base import *  # noqa: F403
+from config.settings.base import OUTBOX_SIGNING_KEYS, REST_FRAMEWORK, derived_signing_keys
 
 DEBUG = False
 SECRET_KEY = env_str("SECRET_KEY", "test-only-insecure-key")
+# The worker processes the tests start read this module too, and derive the same key.
+OUTBOX_SIGNING_KEYS = OUTBOX_SIGNING_KEYS or derived_signing_keys(SECRET_KEY)
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -29,3 +32,13 @@ OUTBOX_NUDGE_DEBOUNCE_MS = 200
 # Heartbeats short enough for a test to watch a dead worker expire.
 HEARTBEAT_INTERVAL_SECONDS = 1
 HEARTBEAT_TTL_SECONDS = 3
+
+# Every test request comes from 127.0.0.1, and many are meant to be 401s: the per-address budget
+# of requests without a valid token is a test's own choice (orders/tests/test_throttling.py).
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {
+        **REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+        "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "100000/min"),
+    },
+}

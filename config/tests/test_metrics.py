@@ -110,3 +110,33 @@ def test_metrics_are_refused_to_the_public_and_open_to_scrapers():
             == 200
         )
     assert client.post("/metrics").status_code == 405
+
+
+def _series() -> set[tuple[str, frozenset]]:
+    return {key for key in scrape() if key[0].startswith("backoffice_") and "database" not in key[0]}
+
+
+def test_a_thousand_made_up_http_methods_add_no_metric_series():
+    token = f"Token {make_api_client('shop-methods').token}"
+    client = Client()
+    # Anonymous (answered 401 before the method is looked at) and with a token (405): the first
+    # made-up method of each may open the "other" series of its answer.
+    client.generic("MADEUP", "/api/v1/orders/")
+    client.generic("MADEUP", "/api/v1/products/", HTTP_AUTHORIZATION=token)
+    before = _series()
+
+    for i in range(500):
+        client.generic(f"X{i}", "/api/v1/orders/")
+        client.generic(f"Y{i}", "/api/v1/products/", HTTP_AUTHORIZATION=token)
+
+    after = _series()
+    assert after == before
+    methods = {dict(labels)["method"] for name, labels in after if name == "backoffice_api_requests_total"}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "other"}
+
+
+def test_a_poison_message_from_a_made_up_queue_is_counted_under_other():
+    before = _series()
+    for i in range(50):
+        deliver("junk", queue=f"made-up-{i}")
+    assert {dict(labels).get("consumer") for _, labels in _series() - before} <= {"other"}

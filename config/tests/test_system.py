@@ -83,6 +83,25 @@ def test_production_settings_refuse_to_start_without_a_secret_key(monkeypatch):
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_production_settings_refuse_to_start_without_envelope_signing_keys():
+    import secrets
+    import subprocess
+    import sys
+
+    for keys in (None, "short", f"{secrets.token_urlsafe(48)},short"):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            **({"OUTBOX_SIGNING_KEYS": keys} if keys else {}),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0, keys
+        assert "OUTBOX_SIGNING_KEYS must be set" in result.stderr, keys
+
+
 def test_production_settings_pass_the_deploy_checks():
     import secrets
     import subprocess
@@ -92,6 +111,7 @@ def test_production_settings_pass_the_deploy_checks():
         "PATH": "/usr/bin:/bin",
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(64),
+        "OUTBOX_SIGNING_KEYS": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "backoffice.example.com",
     }
     result = subprocess.run(

@@ -8,6 +8,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from orders.api.throttling import StorefrontAddressThrottle
+from orders.api.tokens import token_digest
+
 User = get_user_model()
 _USER_FIELDS = User._meta.concrete_fields
 _TOKEN_FIELDS = Token._meta.concrete_fields
@@ -26,7 +29,21 @@ _SQL = "SELECT {}, {} FROM {} token JOIN {} client ON client.{} = token.{} WHERE
 
 
 class StorefrontTokenAuthentication(TokenAuthentication):
-    """``Authorization: Token <key>``; the same answers as DRF's for unknown keys and inactive users."""
+    """``Authorization: Token <key>``; the same answers as DRF's for unknown keys and inactive users.
+
+    A request that names no client (no token, or a bad one) first takes from its address's
+    budget (``StorefrontAddressThrottle``), and beyond it is answered 429 rather than 401.
+    """
+
+    def authenticate(self, request) -> tuple | None:
+        try:
+            authenticated = super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            _take_from_address(request)
+            raise
+        if authenticated is None:
+            _take_from_address(request)
+        return authenticated
 
     def authenticate_credentials(self, key: str) -> tuple:
         # A key is 40 hex characters; anything PostgreSQL cannot even compare (a NUL) or that
@@ -34,7 +51,7 @@ class StorefrontTokenAuthentication(TokenAuthentication):
         if len(key) > _KEY_MAX_LENGTH or "\x00" in key:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
-            cursor.execute(_SQL, [key])
+            cursor.execute(_SQL, [token_digest(key)])  # stored hashed (orders.api.tokens)
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
@@ -45,3 +62,9 @@ class StorefrontTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         token.user = user
         return user, token
+
+
+def _take_from_address(request) -> None:
+    throttle = StorefrontAddressThrottle()
+    if not throttle.allow_request(request, None):
+        raise exceptions.Throttled(wait=throttle.wait())

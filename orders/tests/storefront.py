@@ -8,12 +8,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.redis import get_redis
 from inventory.models import Product
 from inventory.services import product_upsert, stock_receive
+from orders.api.tokens import api_token_issue
 from orders.idempotency import request_fingerprint
 from orders.models import IdempotencyKey, Order
 from orders.services import Customer, LineInput, order_place
@@ -57,11 +57,11 @@ def row_counts() -> dict[str, int]:
 
 def make_api_client(name: str) -> APIClient:
     user = get_user_model().objects.create_user(username=name)
-    token = Token.objects.create(user=user)
+    key = api_token_issue(user=user)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     client.user = user
-    client.token = token.key
+    client.token = key
     return client
 
 

@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.redis import get_redis
+from orders.api.tokens import api_token_issue, token_digest
 from orders.models import Order
 from orders.tests.storefront import (
     ORDERS_URL,
@@ -64,18 +65,70 @@ def test_a_deactivated_client_is_refused_and_an_active_one_is_itself(shop, other
     assert _error(response)["message"] == "User inactive or deleted."
 
 
-def test_create_api_client_prints_a_token_and_is_idempotent(catalog):
-    first, second = StringIO(), StringIO()
+def test_create_api_client_prints_a_token_once_and_stores_only_its_digest(catalog):
+    first, rotated = StringIO(), StringIO()
     call_command("create_api_client", "webshop-eu", stdout=first)
-    call_command("create_api_client", "webshop-eu", stdout=second)
     key = first.getvalue().strip()
-    assert key and key == second.getvalue().strip()
     user = get_user_model().objects.get(username="webshop-eu")
     assert not user.is_staff and not user.is_superuser and not user.has_usable_password()
-    assert Token.objects.get(user=user).key == key
+    stored = Token.objects.get(user=user).key
+    assert len(key) == 40 and stored != key and stored == token_digest(key)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get(PRODUCTS_URL).status_code == 200
+    stolen = APIClient()  # what a reader of the database or a backup holds
+    stolen.credentials(HTTP_AUTHORIZATION=f"Token {stored}")
+    assert stolen.get(PRODUCTS_URL).status_code == 401
+
+    with pytest.raises(CommandError, match="cannot be shown again"):
+        call_command("create_api_client", "webshop-eu", stdout=StringIO())
+    call_command("create_api_client", "webshop-eu", "--rotate", stdout=rotated)
+    new_key = rotated.getvalue().strip()
+    assert new_key != key
+    assert client.get(PRODUCTS_URL).status_code == 401, "the old token stopped working"
+    client.credentials(HTTP_AUTHORIZATION=f"Token {new_key}")
+    assert client.get(PRODUCTS_URL).status_code == 200
+
+
+def test_the_token_lookup_is_one_query(shop, django_assert_num_queries):
+    from orders.api.authentication import StorefrontTokenAuthentication
+
+    with django_assert_num_queries(1):
+        user, _token = StorefrontTokenAuthentication().authenticate_credentials(shop.token)
+    assert user.pk == shop.user.pk
+
+
+def test_existing_plaintext_tokens_are_hashed_by_the_migration_and_keep_working(catalog):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("orders.migrations.0006_hash_api_tokens")
+    user = get_user_model().objects.create_user(username="old-shop")
+    legacy = Token.objects.create(user=user)  # a key stored as it was before the migration
+    migration.hash_tokens(apps, None)
+    assert Token.objects.get(user=user).key == token_digest(legacy.key)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {legacy.key}")
+    assert client.get(PRODUCTS_URL).status_code == 200
+
+
+def test_only_superusers_see_the_tokens_in_the_admin_and_none_is_added_there(catalog):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    api_token_issue(user=get_user_model().objects.create_user("listed-shop"))
+    staff = get_user_model().objects.create_user("sam", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="authtoken"))
+    boss = get_user_model().objects.create_superuser("root", password="pw")
+    url = "/admin/authtoken/tokenproxy/"
+    as_staff, as_boss = Client(), Client()
+    as_staff.force_login(staff)
+    as_boss.force_login(boss)
+    assert as_staff.get(url).status_code == 403
+    listing = as_boss.get(url)
+    assert listing.status_code == 200 and "listed-shop" in listing.content.decode()
+    assert as_boss.get(url + "add/").status_code == 403
 
 
 def test_create_api_client_refuses_a_staff_user():
@@ -384,7 +437,9 @@ def test_api_docs_page_renders_from_local_static_files():
     assert "cdn" not in html.lower(), "the docs must work offline"
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
-    assert "/api/schema/" in html
+    # The start-up script is a file of its own (no inline script: the Content-Security-Policy).
+    assert '<script src="/api/docs/?script="></script>' in html
+    assert "/api/schema/" in APIClient().get("/api/docs/?script=").content.decode()
 
 
 # ---------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The relay's own writer of task messages puts on Redis what Celery's producer would."""
 
+import base64
 import json
 import uuid
 
 from config.celery import app
-from outbox import tasks
+from outbox import signing, tasks
 from outbox.broker import _redis_broker, _send_through_celery, task_document
 
 # A queue no worker consumes, so that the messages stay where the test reads them.
@@ -47,7 +48,12 @@ def test_task_document_matches_what_celery_writes():
     )
     assert celery["headers"]["timelimit"] == [90, 60]  # the configured limits reach the worker
 
-    # The transport's acknowledgement handle is random per copy; everything else is equal.
+    # The transport's acknowledgement handle is random per copy; everything else is equal. The
+    # body is the same JSON, spelt compactly by ours: the signed envelope's canonical text.
     assert uuid.UUID(ours["properties"].pop("delivery_tag"))
     celery["properties"].pop("delivery_tag")
+    body, celery_body = (json.loads(base64.b64decode(document.pop("body"))) for document in (ours, celery))
+    assert body == celery_body
+    assert body[0][0] == {**envelope, "signature": body[0][0]["signature"]}
+    assert signing.is_authentic(body[0][0])
     assert ours == celery

@@ -16,6 +16,7 @@ from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from outbox.relay import relay_batch, relay_drain
 from outbox.services import dead_letter_replay
+from outbox.signing import signed
 from payments.models import GatewayCharge, Payment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -225,17 +226,21 @@ def test_transient_failure_succeeds_on_retry(live_system):
 def test_poison_message_becomes_dead_letter_and_next_message_is_handled(live_system):
     from config.celery import app
 
-    app.send_task("outbox.consume", args=["this is not an envelope"], queue="inventory")
+    app.send_task("outbox.consume", args=[signed({"not": "an envelope"})], queue="inventory")
     app.send_task(
         "outbox.consume",
-        args=[{"message_id": str(uuid.uuid4()), "type": "reserve_stock", "destination": "inventory", "payload": {}}],
+        args=[
+            signed(
+                {"message_id": str(uuid.uuid4()), "type": "reserve_stock", "destination": "inventory", "payload": {}}
+            )
+        ],
         queue="inventory",
     )
     with transaction.atomic():
         marker = publish(type="ping", destination="default", payload={}, aggregate="test", aggregate_id=1)
     wait_for(lambda: DeadLetter.objects.count() >= 2, timeout=20)
     reasons = sorted(DeadLetter.objects.values_list("reason", flat=True))
-    assert any("not an object" in reason for reason in reasons)
+    assert any("lacks message_id" in reason for reason in reasons)
     assert any("missing field" in reason or "saga headers" in reason for reason in reasons)
     assert all(DeadLetter.objects.values_list("poison", flat=True))
     wait_for(lambda: InboxMessage.objects.filter(message_id=marker.message_id).exists())

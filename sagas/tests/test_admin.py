@@ -435,3 +435,40 @@ def test_bench_dashboard_fills_sagas_in_every_state_and_prints_its_figures_last(
     assert set(SagaInstance.objects.values_list("state", flat=True)) == set(SagaState)
     assert SagaInstance.objects.filter(stuck=True).exists()
     assert re.fullmatch(r"dashboard_ms=[0-9.]+ saga_list_ms=[0-9.]+", out.getvalue().splitlines()[-1])
+
+
+def test_staff_without_the_view_permission_write_nothing_to_the_audit_log(catalog):
+    saga = stuck()
+    dead = _dead_letter(saga)
+    nobody = get_user_model().objects.create_user("nina", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(nobody)
+    huge = "x" * 1_000_000
+    replay_url = reverse("admin:sagas_deadletter_replay", args=[dead.pk])
+    assert client.post(replay_url, {"reason": huge}).status_code == 403
+    assert client.post(_action_url(saga, "retry_step"), {"reason": huge}).status_code == 403
+    assert not AuditLog.objects.exists()
+
+
+def test_a_refused_attempt_keeps_a_bounded_reason_and_refusals_are_rate_limited(catalog, viewer_client):
+    from sagas.audit import OPERATOR_TEXT_MAX, REFUSALS_PER_MINUTE
+
+    saga = stuck()
+    dead = _dead_letter(saga)
+    replay_url = reverse("admin:sagas_deadletter_replay", args=[dead.pk])
+    for _ in range(REFUSALS_PER_MINUTE + 20):
+        assert viewer_client.post(replay_url, {"reason": "x" * 100_000}).status_code == 403
+    rows = AuditLog.objects.filter(actor_name="vic")
+    assert 1 <= rows.count() <= REFUSALS_PER_MINUTE
+    assert max(len(reason) for reason in rows.values_list("reason", flat=True)) == OPERATOR_TEXT_MAX
+
+
+def test_the_forms_say_how_long_a_reason_may_be(catalog, operator_client):
+    saga = stuck()
+    response = operator_client.post(
+        _action_url(saga, "retry_step"), {"reason": "x" * 2001, "position": _position(saga)}
+    )
+    assert response.status_code == 200
+    assert "Ensure this value has at most 2000 characters" in response.content.decode()
+    saga.refresh_from_db()
+    assert saga.stuck and not AuditLog.objects.exists()

@@ -32,15 +32,15 @@ ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "coun
 def _seed() -> str:
     from django.apps import apps
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from inventory.services import product_upsert, stock_receive
+    from orders.api.tokens import api_token_issue
 
     # The test database is emptied between tests, beat's schedule with it: set it up again.
     importlib.import_module("outbox.migrations.0002_periodic_tasks").create_schedule(apps, None)
     stock_receive(product=product_upsert(sku="RESTART-1", name="Kettle", price_amount=2500), quantity=10**6)
     user = get_user_model().objects.create_user("restart-client", password=None)
-    return Token.objects.create(user=user).key
+    return api_token_issue(user=user)
 
 
 def _place_orders(client: StorefrontClient, tally: ChaosTally, stop: threading.Event, statuses: list[int]) -> None:

@@ -197,3 +197,32 @@ def test_the_dashboard_served_as_deployed_has_the_admin_styles(production_web, b
     # ... fetched from gunicorn itself, under its hashed name.
     base_css = re.compile(rf"{re.escape(base)}/static/admin/css/base\.[0-9a-f]{{12}}\.css")
     assert any(base_css.fullmatch(url) and status == 200 for url, status in stylesheets), stylesheets
+
+
+def test_the_api_docs_and_the_dashboard_run_under_the_content_security_policy(production_web, browser, settings):
+    """Swagger UI renders the operations, and the dashboard's refresh script runs, with the
+    policy enforced by Chromium and not one violation reported."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    operator = get_user_model().objects.create_user("csp-olga", password="olga-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    base = f"http://127.0.0.1:{production_web.port}"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(15_000)
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+
+    docs = page.goto(f"{base}/api/docs/")
+    assert "script-src 'self' 'nonce-" in docs.headers["content-security-policy"]
+    page.locator(".opblock-summary-path", has_text="/api/v1/orders/").first.wait_for()
+
+    page.goto(f"{base}/admin/login/?next=/admin/sagas/sagainstance/dashboard/")
+    page.fill("#id_username", "csp-olga")
+    page.fill("#id_password", "olga-secret-1")
+    page.click("input[type=submit]")
+    page.locator("#needs-operator").wait_for()
+    with page.expect_response(lambda response: "fragment=1" in response.url, timeout=30_000):
+        pass  # the inline refresh script, allowed by its nonce, fetched the panels
+    assert violations == [], violations

@@ -14,6 +14,7 @@ from django.utils import timezone
 from orders.models import Order
 from outbox.consumer import deliver
 from outbox.models import DeadLetter, OutboxMessage
+from outbox.signing import signed
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
@@ -169,7 +170,7 @@ def test_compensating_a_stuck_saga_undoes_the_step_that_never_answered_and_refus
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
 
     # The lost charge command turns up after all: the tombstone stops it before the gateway.
-    deliver({**lost_command.envelope(), "message_id": str(uuid.uuid4())})
+    deliver(signed({**lost_command.envelope(), "message_id": str(uuid.uuid4())}))  # a copy the system sent
     assert not GatewayCharge.objects.filter(kind="charge").exists()
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
     saga.refresh_from_db()
@@ -317,6 +318,28 @@ def test_a_reason_is_required_and_a_missing_one_is_audited(catalog, operator):
     ]
     saga.refresh_from_db()
     assert saga.stuck and saga.attempt == 3
+
+
+def test_a_reason_or_evidence_over_the_limit_is_refused_and_audited_cut_to_it(catalog, operator):
+    from sagas.audit import OPERATOR_TEXT_MAX
+
+    saga = stuck()
+    with pytest.raises(SagaActionRefused, match=f"at most {OPERATOR_TEXT_MAX} characters"):
+        saga_retry_step(saga_id=saga.pk, actor=operator, reason="r" * 1_000_000)
+    with pytest.raises(SagaActionRefused, match=f"at most {OPERATOR_TEXT_MAX} characters"):
+        saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence="e" * (OPERATOR_TEXT_MAX + 1))
+    dead = DeadLetter.objects.create(consumer="payments", message_id=str(uuid.uuid4()), envelope={}, reason="x")
+    with pytest.raises(SagaActionRefused, match=f"at most {OPERATOR_TEXT_MAX} characters"):
+        dead_letter_replay_by_operator(dead_letter_id=dead.pk, actor=operator, reason="r" * 1_000_000)
+    assert [len(reason) for reason in AuditLog.objects.order_by("id").values_list("reason", flat=True)] == [
+        OPERATOR_TEXT_MAX,
+        len(REASON),
+        OPERATOR_TEXT_MAX,
+    ]
+    saga.refresh_from_db()
+    assert saga.stuck and saga.attempt == 3
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.DEAD
 
 
 def test_an_action_decided_on_a_stale_page_is_refused(catalog, operator):

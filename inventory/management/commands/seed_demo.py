@@ -122,11 +122,12 @@ def read_credentials(path: Path) -> tuple[str, str] | None:
 
 
 def demo_storefront_token() -> str:
-    """A demo storefront client, so that the API can be tried at once."""
+    """A demo storefront client, so that the API can be tried at once. Tokens are stored hashed
+    and cannot be shown twice, so each run issues the demo client a new one."""
     from io import StringIO
 
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("create_api_client", "demo-storefront", stdout=out)
+    call_command("create_api_client", "demo-storefront", "--rotate", stdout=out)
     return out.getvalue().strip()

@@ -1,7 +1,8 @@
 """Create a storefront API client (a user without staff rights) and print its token.
 
-Idempotent: run it again and it prints the same token. Tokens can also be created, listed
-and revoked in the admin (Auth Token > Tokens).
+The token is stored hashed (orders.api.tokens) and printed once: run it again for a client
+that has one and it refuses, unless ``--rotate`` asks for a new token (the old one stops
+working at once). Superusers can list and revoke tokens in the admin (Auth Token > Tokens).
 """
 
 from django.contrib.auth import get_user_model
@@ -10,14 +11,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from orders.api.tokens import api_token_issue
+
 
 class Command(BaseCommand):
-    help = "Create a storefront API client and print its token (the existing one if it exists)."
+    help = "Create a storefront API client and print its token (shown once: it is stored hashed)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="the client's name, e.g. webshop-eu")
+        parser.add_argument("--rotate", action="store_true", help="replace the client's token with a new one")
 
-    def handle(self, *args, name: str, **options) -> None:
+    def handle(self, *args, name: str, rotate: bool, **options) -> None:
         User = get_user_model()
         try:
             name = User._meta.get_field(User.USERNAME_FIELD).clean(name, None)
@@ -31,5 +35,10 @@ class Command(BaseCommand):
             elif user.is_staff or user.is_superuser:
                 # A staff account's token would carry its admin rights into the storefront API.
                 raise CommandError(f"{name} is a staff user, not a storefront client; pick another name")
-            token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+            if Token.objects.filter(user=user).exists() and not rotate:
+                raise CommandError(
+                    f"{name} already has a token; it is stored hashed and cannot be shown again. "
+                    "Pass --rotate to issue a new one (the old one stops working at once)."
+                )
+            key = api_token_issue(user=user)
+        self.stdout.write(key)

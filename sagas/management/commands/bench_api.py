@@ -76,13 +76,13 @@ class Command(BaseCommand):
 
     def _seed(self, clients: int) -> list[str]:
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
 
         from inventory.services import product_upsert, stock_receive
+        from orders.api.tokens import api_token_issue
 
         stock_receive(product=product_upsert(sku="BENCH-API", name="Bench", price_amount=1000), quantity=10**8)
         users = [get_user_model().objects.create_user(f"bench-client-{i}", password=None) for i in range(clients)]
-        return [Token.objects.create(user=user).key for user in users]
+        return [api_token_issue(user=user) for user in users]
 
     def _load(self, port: int, tokens: list[str], *, count: int, rate: float | None) -> tuple[float, list[float]]:
         """Send ``count`` orders from one thread per token; at ``rate`` per second, or flat out."""
