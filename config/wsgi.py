@@ -5,3 +5,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 application = get_wsgi_application()
+
+from config.health import AnswerAnonymousHealthFirst  # noqa: E402  needs the settings configured
+
+application = AnswerAnonymousHealthFirst(application)

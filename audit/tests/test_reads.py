@@ -45,10 +45,10 @@ def test_resolved_violations_are_neither_shown_nor_counted(two_violations):
     assert Violation.objects.count() == 2
 
 
-def test_healthz_counts_open_violations_without_failing_because_of_them(two_violations, client, monkeypatch):
+def test_healthz_counts_open_violations_without_failing_because_of_them(two_violations, admin_client, monkeypatch):
     monkeypatch.setattr(health, "CHECKS", {"database": health._check_database})
 
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
 
     assert response.status_code == 200
     assert response.json()["violations"] == {
@@ -57,7 +57,7 @@ def test_healthz_counts_open_violations_without_failing_because_of_them(two_viol
     }
 
 
-def test_healthz_answers_even_when_the_violations_cannot_be_read(client, monkeypatch):
+def test_healthz_answers_even_when_the_violations_cannot_be_read(admin_client, monkeypatch):
     import audit.selectors
 
     def broken() -> dict:
@@ -66,7 +66,7 @@ def test_healthz_answers_even_when_the_violations_cannot_be_read(client, monkeyp
     monkeypatch.setattr(health, "CHECKS", {"database": health._check_database})
     monkeypatch.setattr(audit.selectors, "violation_counts", broken)
 
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
 
     assert response.status_code == 200
     assert response.json()["violations"] == {"error": "RuntimeError: planted"}

@@ -174,6 +174,8 @@ CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
 # says within that long that no live worker or beat is left (config/heartbeat.py).
 HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 2)
 HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 10)
+# /healthz answers from memory for this long in each web process (0: checks on every call).
+HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 2)
 
 # ---------------------------------------------------------------------------
 # Messaging and sagas.

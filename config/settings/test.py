@@ -42,3 +42,4 @@ REST_FRAMEWORK = {
         "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "100000/min"),
     },
 }
+HEALTH_CACHE_SECONDS = 0  # every test sees the checks of its own moment

@@ -1,5 +1,6 @@
 """The running system: health answers, and a real worker process doing real work."""
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -37,8 +38,8 @@ def test_the_worker_and_its_pool_run_below_the_webs_cpu_priority(live_system, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_healthz_is_200_naming_each_dependency_when_all_answer(client, live_system):
-    response = client.get("/healthz")
+def test_healthz_is_200_naming_each_dependency_when_all_answer(admin_client, live_system):
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
@@ -48,9 +49,9 @@ def test_healthz_is_200_naming_each_dependency_when_all_answer(client, live_syst
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_naming_redis_when_redis_is_unreachable(client, settings):
+def test_healthz_is_503_naming_redis_when_redis_is_unreachable(admin_client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 503
     assert "redis" in body["failing"]
@@ -69,6 +70,31 @@ def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert "database" in response.json()["failing"]
+
+
+@pytest.mark.django_db
+def test_healthz_tells_anonymous_callers_only_ok_or_failing_per_dependency(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 503 and body["failing"] == ["redis", "celery_workers"]
+    assert body["checks"] == {"database": {"ok": True}, "redis": {"ok": False}, "celery_workers": {"ok": False}}
+    assert "127.0.0.1" not in response.content.decode() and "by_kind" not in body["violations"]
+
+
+@pytest.mark.django_db
+def test_healthz_answers_from_memory_between_checks(client, settings, monkeypatch):
+    from config import health
+
+    calls = []
+    monkeypatch.setattr(health, "CHECKS", {"database": lambda: calls.append(1) or {"ok": True}})
+    settings.HEALTH_CACHE_SECONDS = 60
+    health.health_cache_clear()
+    try:
+        answers = [client.get("/healthz").status_code for _ in range(20)]
+    finally:
+        health.health_cache_clear()
+    assert answers == [200] * 20 and len(calls) == 1
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key(monkeypatch):
@@ -122,3 +148,29 @@ def test_production_settings_pass_the_deploy_checks():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_an_anonymous_healthz_is_answered_before_django_and_one_with_credentials_by_the_view(settings):
+    from config import health
+
+    def django(environ, start_response):
+        start_response("204 No Content", [])
+        return [b"django"]
+
+    app = health.AnswerAnonymousHealthFirst(django)
+    settings.HEALTH_CACHE_SECONDS = 60
+    health.health_cache_clear()
+    statuses = []
+    try:
+        anonymous = b"".join(app({"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET"}, lambda s, h: statuses.append(s)))
+        signed_in = app(
+            {"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET", "HTTP_COOKIE": "sessionid=x"},
+            lambda s, h: statuses.append(s),
+        )
+    finally:
+        health.health_cache_clear()
+    body = json.loads(anonymous)
+    assert set(body["checks"]) == {"database", "redis", "celery_workers"}
+    assert all(set(check) == {"ok"} for check in body["checks"].values())
+    assert signed_in == [b"django"] and statuses[1] == "204 No Content"

@@ -6,7 +6,9 @@ the backlog of the burst has drained, and sagas completed per second over the ru
 database of its own.
 """
 
+import http.client
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +36,30 @@ class Command(BaseCommand):
         parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
         parser.add_argument("--concurrency", type=int, default=4, help="worker pool processes")
         parser.add_argument("--latency-seconds", type=float, default=10.0)
+        parser.add_argument(
+            "--healthz-callers",
+            type=int,
+            default=0,
+            help="anonymous callers of /healthz while latency is measured (monitors, or anyone polling it)",
+        )
+        parser.add_argument(
+            "--healthz-interval", type=float, default=0.1, help="seconds between one caller's calls (0: back to back)"
+        )
 
-    def handle(self, *args, orders: int, clients: int, concurrency: int, latency_seconds: float, **options):
+    def handle(
+        self,
+        *args,
+        orders: int,
+        clients: int,
+        concurrency: int,
+        latency_seconds: float,
+        healthz_callers: int,
+        healthz_interval: float,
+        **options,
+    ):
         if not in_bench_child():
             argv = ["bench_api", f"--orders={orders}", f"--clients={clients}", f"--concurrency={concurrency}"]
+            argv += [f"--healthz-callers={healthz_callers}", f"--healthz-interval={healthz_interval}"]
             env = {
                 "API_THROTTLE_RATE": "1000000/min",
             }
@@ -54,7 +76,8 @@ class Command(BaseCommand):
             rate = peak / 2
             # Latency is measured at a steady load, not in the backlog the burst left behind.
             self._drain()
-            _, latencies = self._load(system.port, tokens, count=max(1, int(rate * latency_seconds)), rate=rate)
+            with _HealthPollers(system.port, healthz_callers, interval=healthz_interval) as pollers:
+                _, latencies = self._load(system.port, tokens, count=max(1, int(rate * latency_seconds)), rate=rate)
             self._drain()
             completed = SagaInstance.objects.filter(state=SagaState.COMPLETED).count()
             last = SagaInstance.objects.order_by("-finished_at").values_list("finished_at", flat=True).first()
@@ -65,6 +88,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"orders={orders} clients={clients} workers={concurrency} latency_sample={len(latencies)} at {rate:.0f}/s"
             f" wall={time.monotonic() - started:.0f}s"
+            + (
+                f" healthz_callers={healthz_callers} every {healthz_interval}s healthz_calls={len(pollers.latencies)}"
+                f" healthz_p50_ms={percentile(pollers.latencies, 0.5):.1f}"
+                if healthz_callers
+                else ""
+            )
         )
         self.stdout.write(
             f"orders_per_s={peak:.0f} p50_ms={percentile(latencies, 0.5):.1f} p99_ms={percentile(latencies, 0.99):.1f}"
@@ -105,3 +134,42 @@ class Command(BaseCommand):
             for future in [pool.submit(run, i) for i in range(len(tokens))]:
                 future.result()
         return count / (time.monotonic() - started), sorted(latencies)
+
+
+class _HealthPollers:
+    """``count`` threads calling ``GET /healthz`` without credentials every ``interval`` seconds
+    (0: back to back) until the block they wrap ends."""
+
+    def __init__(self, port: int, count: int, *, interval: float) -> None:
+        self.port, self.count, self.interval = port, count, interval
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> "_HealthPollers":
+        for _ in range(self.count):
+            thread = threading.Thread(target=self._poll, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.latencies.sort()
+
+    def _poll(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            try:
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                continue
+            self.latencies.append((time.monotonic() - sent) * 1000)
+            self._stop.wait(max(0.0, sent + self.interval - time.monotonic()))
+        connection.close()
