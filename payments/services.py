@@ -31,16 +31,29 @@ def payment_record_charge(*, order_id: int, step_key: str, response: GatewayResp
         currency=response.currency,
         status=Payment.Status.CHARGED,
     )
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.CHARGE,
+    _book(
+        payment,
+        LedgerEntry.Kind.CHARGE,
         amount=response.amount,
         currency=response.currency,
-        idempotency_key=provider_key(step_key),
-        provider_reference=response.transaction_id,
+        key=provider_key(step_key),
+        reference=response.transaction_id,
     )
     return payment
+
+
+def _book(payment: Payment, kind: str, *, amount: int, currency: str, key: str, reference: str) -> LedgerEntry:
+    """One append-only ledger entry of ``payment``: what moved, under which key, with the
+    provider's id of the movement as its reference (what the auditor matches on)."""
+    return LedgerEntry.objects.create(
+        payment=payment,
+        order_id=payment.order_id,
+        kind=kind,
+        amount=amount,
+        currency=currency,
+        idempotency_key=key,
+        provider_reference=reference,
+    )
 
 
 def late_charge_key(step_key: str, transaction_id: str) -> str:
@@ -65,14 +78,13 @@ def payment_record_charge_by_hand(
         currency=currency,
         status=Payment.Status.CHARGED,
     )
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.CHARGE,
+    _book(
+        payment,
+        LedgerEntry.Kind.CHARGE,
         amount=amount,
         currency=currency,
-        idempotency_key=f"{provider_key(step_key)}:by-hand",
-        provider_reference=charge_id,
+        key=f"{provider_key(step_key)}:by-hand",
+        reference=charge_id,
     )
     return payment
 
@@ -115,14 +127,13 @@ def payment_record_refund(
                 " through it: refund it by hand"
             )
         raise TransientError("the charge was recorded while it was being refunded; refunding again")
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.REFUND,
+    _book(
+        payment,
+        LedgerEntry.Kind.REFUND,
         amount=refund.amount,
         currency=refund.currency,
-        idempotency_key=provider_key(refund_key),
-        provider_reference=refund.transaction_id,
+        key=provider_key(refund_key),
+        reference=refund.transaction_id,
     )
     Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.REFUNDED, updated_at=Now())
     payment.status = Payment.Status.REFUNDED
@@ -146,14 +157,13 @@ def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key:
         )
     if payment.status != Payment.Status.CHARGED:
         return payment
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.REFUND,
+    _book(
+        payment,
+        LedgerEntry.Kind.REFUND,
         amount=payment.amount,
         currency=payment.currency,
-        idempotency_key=f"{provider_key(refund_key)}:by-hand",
-        provider_reference=refund_id,
+        key=f"{provider_key(refund_key)}:by-hand",
+        reference=refund_id,
     )
     Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.REFUNDED, updated_at=Now())
     payment.status = Payment.Status.REFUNDED
@@ -196,21 +206,19 @@ def payment_record_late_charge_refund(
         if not created:
             return
         charge_entry_key = f"{provider_key(late_key)}:charge"
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.CHARGE,
+    _book(
+        payment,
+        LedgerEntry.Kind.CHARGE,
         amount=charge.amount,
         currency=charge.currency,
-        idempotency_key=charge_entry_key,
-        provider_reference=charge.transaction_id,
+        key=charge_entry_key,
+        reference=charge.transaction_id,
     )
-    LedgerEntry.objects.create(
-        payment=payment,
-        order_id=order_id,
-        kind=LedgerEntry.Kind.REFUND,
+    _book(
+        payment,
+        LedgerEntry.Kind.REFUND,
         amount=refund.amount,
         currency=refund.currency,
-        idempotency_key=provider_key(late_key),
-        provider_reference=refund.transaction_id,
+        key=provider_key(late_key),
+        reference=refund.transaction_id,
     )
