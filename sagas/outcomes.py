@@ -71,11 +71,15 @@ class OutcomeBook:
     def __init__(self, model: type[StepOutcomeBase]) -> None:
         self.model = model
         table = model._meta.db_table
-        self._claim_sql = (
+        # One statement claims the key and locks its row: an insert of the empty record, or,
+        # when the key has a row, a no-op update of it, which locks it as FOR UPDATE would (and
+        # waits, as FOR UPDATE would, for a transaction deciding the key right now).
+        self._lock_sql = (
             f"INSERT INTO {table} (step_key, outcome, data, error, evidence, decided_by, created_at)"
-            " VALUES (%s, '', '{}', '', '', '', now()) ON CONFLICT (step_key) DO NOTHING"
+            " VALUES (%s, '', '{}', '', '', '', now())"
+            " ON CONFLICT (step_key) DO UPDATE SET step_key = EXCLUDED.step_key"
+            " RETURNING step_key, outcome, data, error, evidence"
         )
-        self._lock_sql = f"SELECT step_key, outcome, data, error, evidence FROM {table} WHERE step_key = %s FOR UPDATE"
         self._peek_sql = f"SELECT outcome FROM {table} WHERE step_key = %s"
         self._decide_sql = (
             f"UPDATE {table} SET outcome = %s, data = %s, error = %s, evidence = %s, decided_by = %s,"
@@ -87,7 +91,6 @@ class OutcomeBook:
         when there is none. A concurrent transaction deciding the same key holds it until it
         commits or rolls back: the claim waits for it, then reads what it decided."""
         with connection.cursor() as cursor:
-            cursor.execute(self._claim_sql, [step_key])
             cursor.execute(self._lock_sql, [step_key])
             key, outcome, data, error, evidence = cursor.fetchone()
         if isinstance(data, str):  # a raw cursor hands jsonb back as text
