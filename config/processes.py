@@ -19,7 +19,38 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ["default", "relay", *settings.MESSAGE_QUEUES]
 
 
-class WorkerProcess:
+class _LoggedProcess:
+    """A child process in a process group of its own, writing to ``log_path``: stopped with
+    SIGTERM to its group (SIGKILL after 20 s), its log's end readable for failure messages."""
+
+    process: subprocess.Popen | None
+    log_path: Path
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        self.log.close()
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class WorkerProcess(_LoggedProcess):
     """A ``celery worker`` process (prefork) with its own log file."""
 
     def __init__(
@@ -77,10 +108,6 @@ class WorkerProcess:
                 time.sleep(0.2)
         raise AssertionError(f"the worker did not answer within {timeout} s\n{self.tail()}")
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def children(self) -> list[int]:
         import psutil
 
@@ -110,25 +137,6 @@ class WorkerProcess:
             return 0
         return 1
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-        self.log.close()
-
-    def tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
 
 def static_collect(env: dict[str, str], static_root: Path) -> dict[str, str]:
     """Run ``collectstatic`` into ``static_root`` as a release does, and return ``env`` with
@@ -144,7 +152,7 @@ def static_collect(env: dict[str, str], static_root: Path) -> dict[str, str]:
     return env
 
 
-class WebProcess:
+class WebProcess(_LoggedProcess):
     """gunicorn as deployed (``gunicorn -c config/gunicorn.py config.wsgi``) on 127.0.0.1 and a
     port of its own, with its log file. ``args`` are appended to the command line, where they
     override the configuration file (workers, threads, timeout)."""
@@ -184,29 +192,6 @@ class WebProcess:
             return True
         except (OSError, http.client.HTTPException):
             return False
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-        self.log.close()
-
-    def tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @functools.cache

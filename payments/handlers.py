@@ -105,6 +105,11 @@ def charge_landed_late(message: Message, response: GatewayResponse | None, recor
     transaction). Its handler finds out whether the compensation refunded it already."""
     if response is None or not response.is_success or record.outcome not in (Decision.COMPENSATED, Decision.MANUAL):
         return
+    _refund_as_late(message, response.transaction_id)
+
+
+def _refund_as_late(message: Message, transaction_id: str) -> None:
+    """Publish the refund of a charge made under this step's key but not the one its books hold."""
     command = message.parse(ChargePayment)
     key = command_meta(message).idempotency_key
     publish(
@@ -112,7 +117,7 @@ def charge_landed_late(message: Message, response: GatewayResponse | None, recor
         destination=CONSUMER,
         aggregate="payment",
         aggregate_id=key,
-        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=response.transaction_id),
+        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=transaction_id),
     )
 
 
@@ -124,15 +129,7 @@ def charge_by_hand_lost(message: Message, evidence: str, record: OutcomeRecord) 
     found = CHARGE_ID.search(evidence)
     if found is None:
         return
-    command = message.parse(ChargePayment)
-    key = command_meta(message).idempotency_key
-    publish(
-        type=REFUND_LATE_CHARGE,
-        destination=CONSUMER,
-        aggregate="payment",
-        aggregate_id=key,
-        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=found.group(0)),
-    )
+    _refund_as_late(message, found.group(0))
 
 
 @dataclass(frozen=True)
