@@ -16,16 +16,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: install
-	$(PY) -m config.launcher run
+	$(PY) -m devtools.launcher run
 
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m config.launcher test $(PYTEST_ARGS)
+	$(VENV)/bin/lint-imports
+	$(PY) -m devtools.launcher test $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

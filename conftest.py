@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from config.processes import ALL_QUEUES as QUEUES
-from config.processes import WebProcess, WorkerProcess, database_url, static_collect, wait_for
-from config.redis import get_redis
+from common.redis import get_redis
+from devtools.processes import ALL_QUEUES as QUEUES
+from devtools.processes import WebProcess, WorkerProcess, database_url, static_collect, wait_for
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
@@ -77,7 +77,7 @@ def production_web(worker_env, tmp_path_factory) -> Iterator[WebProcess]:
 def live_system(transactional_db, celery_worker) -> Iterator[WorkerProcess]:
     """A clean slate for a test that runs messages through the real worker: no faults, empty
     queues; afterwards wait until the worker is idle so the next test starts clean."""
-    from config.faults import faults_clear
+    from common.faults import faults_clear
 
     faults_clear()
     drop_pending_messages()

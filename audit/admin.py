@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from audit.models import AuditRun, Violation
-from outbox.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 
 
 class ResolvedFilter(admin.SimpleListFilter):

@@ -45,7 +45,7 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.checks import CARRIER_KEY_PATTERN, CHECKS, STEP_KEY_PATTERN, TABLES, Finding, Scope, fetch
 from audit.models import AuditRun, Violation
-from config import metrics
+from common import metrics
 
 logger = logging.getLogger(__name__)
 

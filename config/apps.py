@@ -10,7 +10,7 @@ class ProjectConfig(AppConfig):
     verbose_name = "Project configuration"
 
     def ready(self) -> None:
-        from config.tracing import configure_tracing
+        from common.tracing import configure_tracing
 
         # Before the first request handler loads the middleware: Django's instrumentation
         # inserts its own at the front of settings.MIDDLEWARE.

@@ -7,11 +7,11 @@ import time
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from config.heartbeat import BEAT, heartbeat_clear, heartbeat_write
+from common.heartbeat import BEAT, heartbeat_clear, heartbeat_write
 
 
 class Scheduler(DatabaseScheduler):
-    """Beats from the tick, so a beat whose loop is stuck stops looking alive (config/heartbeat.py)."""
+    """Beats from the tick, so a beat whose loop is stuck stops looking alive (common/heartbeat.py)."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.heartbeat_name = f"{socket.gethostname()}:{os.getpid()}"

@@ -6,7 +6,7 @@ from pathlib import Path
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
 
-from config.heartbeat import WorkerHeartbeat
+from common.heartbeat import WorkerHeartbeat
 
 # No default for DJANGO_SETTINGS_MODULE: a worker or beat started without it refuses to start
 # (Django says the settings are not configured) rather than run the development settings. Not
@@ -16,7 +16,7 @@ from config.heartbeat import WorkerHeartbeat
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# The worker's heartbeat, renewed from the consumer's event loop (config/heartbeat.py).
+# The worker's heartbeat, renewed from the consumer's event loop (common/heartbeat.py).
 app.steps["consumer"].add(WorkerHeartbeat)
 
 
@@ -24,7 +24,7 @@ app.steps["consumer"].add(WorkerHeartbeat)
 def _bind_task_context(task_id: str | None = None, task=None, **_: object) -> None:
     from django.db import close_old_connections
 
-    from config.logging import bind_context
+    from common.logging import bind_context
 
     # A connection that failed in the previous task (PostgreSQL restarted, the backend was
     # terminated) is closed here, so this task reconnects instead of failing in turn.
@@ -34,7 +34,7 @@ def _bind_task_context(task_id: str | None = None, task=None, **_: object) -> No
 
 @task_postrun.connect
 def _clear_task_context(**_: object) -> None:
-    from config.logging import clear_context
+    from common.logging import clear_context
 
     clear_context()
 
@@ -72,7 +72,7 @@ def lower_cpu_priority(nice: int) -> None:
 def _configure_child(**_: object) -> None:
     """A prefork child sets up tracing for itself (a no-op when it inherited a provider from
     the parent: the SDK restarts its export thread after the fork)."""
-    from config.tracing import configure_tracing
+    from common.tracing import configure_tracing
 
     configure_tracing()
 

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config.health import healthz
-from config.metrics_endpoint import metrics_view
+from console.health import healthz
+from console.metrics_endpoint import metrics_view
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -6,6 +6,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 application = get_wsgi_application()
 
-from config.health import AnswerAnonymousHealthFirst  # noqa: E402  needs the settings configured
+from console.health import AnswerAnonymousHealthFirst  # noqa: E402  needs the settings configured
 
 application = AnswerAnonymousHealthFirst(application)

@@ -4,8 +4,8 @@ product's name, price and availability can be edited."""
 
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
-from outbox.admin import ReadOnlyAdmin
 
 
 @admin.register(Product)

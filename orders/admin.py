@@ -9,8 +9,8 @@ from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
+from common.admin import ReadOnlyAdmin
 from orders.models import Notification, Order, OrderLine
-from outbox.admin import ReadOnlyAdmin
 
 
 class OrderLineInline(admin.TabularInline):

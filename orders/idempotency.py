@@ -29,7 +29,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 from psycopg.types.json import Jsonb
 
-from config import metrics
+from common import metrics
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused
 from orders.models import IdempotencyKey, Order
 

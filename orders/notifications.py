@@ -12,8 +12,8 @@ from django.core.mail import send_mail
 from django.db import connection
 from opentelemetry.trace import SpanKind
 
-from config import tracing
-from config.rows import mark_inserted
+from common import tracing
+from common.rows import mark_inserted
 from orders.models import Notification, Order
 
 SUBJECTS = {

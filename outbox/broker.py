@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from functools import cache
 from urllib.parse import urlsplit
 
+from celery import current_app as celery_app
 from redis import Redis
 
-from config.celery import app as celery_app
 from outbox.signing import signed, signed_json
 
 CONSUME_TASK = "outbox.consume"

@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from opentelemetry.trace import Span, SpanKind
 
-from config import metrics, tracing
-from config.logging import bind_context, reset_context
-from config.redis import get_redis
+from common import metrics, tracing
+from common.logging import bind_context, reset_context
+from common.redis import get_redis
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
 from outbox.models import DeadLetter
@@ -43,6 +43,7 @@ class Registration:
     handle: Handler
     prepare: Prepare | None = None
     on_dead_letter: DeadLetterHook | None = None
+    span_attributes: Callable[[Message], dict[str, Any]] | None = None
 
 
 _registry: dict[tuple[str, str], Registration] = {}
@@ -55,14 +56,16 @@ def register(
     handle: Handler,
     prepare: Prepare | None = None,
     on_dead_letter: DeadLetterHook | None = None,
+    span_attributes: Callable[[Message], dict[str, Any]] | None = None,
 ) -> None:
     """Register the handler of one message type for one consumer (a destination queue).
 
     ``prepare`` runs first, outside any transaction, for calls to the outside world (a payment
     gateway, a carrier) that must be idempotent by key; its result is handed to ``handle``.
     ``on_dead_letter`` runs in the dead letter's transaction, e.g. to tell a saga the step failed.
+    ``span_attributes`` names what a message is about on its handler's span.
     """
-    _registry[(consumer, type)] = Registration(consumer, type, handle, prepare, on_dead_letter)
+    _registry[(consumer, type)] = Registration(consumer, type, handle, prepare, on_dead_letter, span_attributes)
 
 
 def registration_for(consumer: str, type: str) -> Registration:
@@ -140,7 +143,6 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "", local: bool = Fal
 def _consumer_span(message: Message, registration: Registration, attempt: int) -> AbstractContextManager[Span]:
     """The handler's span, a child of the span that published the message (its traceparent),
     whichever process or path delivered it: the trace follows the message, not the task."""
-    headers, payload = message.headers, message.payload
     return tracing.span(
         f"handle {message.type}",
         kind=SpanKind.CONSUMER,
@@ -153,12 +155,9 @@ def _consumer_span(message: Message, registration: Registration, attempt: int) -
             "messaging.message.conversation_id": message.correlation_id,
             "backoffice.causation_id": message.causation_id,
             "backoffice.delivery_attempt": attempt,
-            # Commands carry the saga's ids in their headers, replies in their payload.
-            "backoffice.saga_id": headers.get("saga_id") or payload.get("saga_id"),
-            "backoffice.step": headers.get("step") or payload.get("step"),
-            "backoffice.phase": headers.get("phase") or payload.get("phase"),
-            "backoffice.attempt": headers.get("attempt") or payload.get("attempt"),
-            "backoffice.order_id": payload.get("order_id"),
+            # What the message is about, in the words of whoever registered its handler (a
+            # saga command's ids, a reply's).
+            **(registration.span_attributes(message) if registration.span_attributes else {}),
         },
     )
 

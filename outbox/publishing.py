@@ -14,9 +14,9 @@ from kombu.exceptions import KombuError
 from psycopg.types.json import Jsonb
 from redis.exceptions import RedisError
 
-from config.redis import get_redis
-from config.rows import mark_inserted
-from config.tracing import current_traceparent
+from common.redis import get_redis
+from common.rows import mark_inserted
+from common.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import as_payload, current_message
 from outbox.models import OutboxMessage
@@ -194,7 +194,7 @@ def _deliverable_locally(message: OutboxMessage) -> bool:
     registration = registered(message.destination, message.type)
     if registration is None or registration.prepare is not None:
         return False
-    from config.faults import fault_rate
+    from common.faults import fault_rate
 
     return not (fault_rate("duplicate_delivery") or fault_rate("reorder_delivery"))
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection, transaction
 
-from config.faults import fault_rate
-from config.redis import get_redis
+from common.faults import fault_rate
+from common.redis import get_redis
 from outbox.broker import send_consume_tasks
 from outbox.publishing import NUDGE_KEY
 

@@ -3,7 +3,7 @@ changes), and a payment's status moves only through the saga's charge and refund
 
 from django.contrib import admin
 
-from outbox.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from payments.models import GatewayCharge, LedgerEntry, Payment
 
 

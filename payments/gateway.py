@@ -10,8 +10,8 @@ from typing import Protocol
 
 from django.db import connection, transaction
 
-from config.faults import fault_fires, injected_latency
-from config.rows import mark_inserted
+from common.faults import fault_fires, injected_latency
+from common.rows import mark_inserted
 from outbox.exceptions import TransientError
 from payments.models import GatewayCharge
 
@@ -61,7 +61,7 @@ SUCCESS_TOKENS = {"tok_visa", "tok_mastercard"}
 
 class FakeGateway:
     """Test tokens: tok_visa succeeds, tok_chargeDeclined is declined (a business failure).
-    Faults (latency, transient errors, timeouts after charging) come from config.faults."""
+    Faults (latency, transient errors, timeouts after charging) come from common.faults."""
 
     def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> GatewayResponse:
         injected_latency()

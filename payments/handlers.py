@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from config import tracing
+from common import tracing
 from outbox.consumer import register
 from outbox.messages import Message
 from outbox.publishing import publish

@@ -64,3 +64,37 @@ def _manual(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise TypeError("the manual header is not an object")
     return value
+
+
+def aggregate_attribute(aggregate: str, aggregate_id: object) -> dict[str, Any]:
+    """``backoffice.order_id`` for an order's saga (an int where the id is one), named from
+    the saga's aggregate: the engine knows no aggregate by name."""
+    if not aggregate or not aggregate.isidentifier():
+        return {}
+    value = str(aggregate_id)
+    return {f"backoffice.{aggregate}_id": int(value) if value.isdigit() else value}
+
+
+def command_span_attributes(message: Message) -> dict[str, Any]:
+    """What a saga command is about, on its handler's span: the saga, step, phase, attempt
+    and the saga's aggregate, all from the command's headers."""
+    headers = message.headers
+    return {
+        "backoffice.saga_id": headers.get("saga_id"),
+        "backoffice.step": headers.get("step"),
+        "backoffice.phase": headers.get("phase"),
+        "backoffice.attempt": headers.get("attempt"),
+        **aggregate_attribute(headers.get("aggregate", ""), headers.get("aggregate_id", "")),
+    }
+
+
+def reply_span_attributes(message: Message) -> dict[str, Any]:
+    """What a step's reply is about, on the orchestrator's span: replies carry the saga's ids
+    in their payload."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    return {
+        "backoffice.saga_id": payload.get("saga_id"),
+        "backoffice.step": payload.get("step"),
+        "backoffice.phase": payload.get("phase"),
+        "backoffice.attempt": payload.get("attempt"),
+    }

@@ -1,6 +1,5 @@
 import uuid
 
-from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
@@ -156,23 +155,3 @@ class SagaEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail[:60]}"
-
-
-class AuditLog(models.Model):
-    """Append-only record of every operator action: who, when, on what, why, with what outcome."""
-
-    id = models.BigAutoField(primary_key=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
-    actor_name = models.CharField(max_length=150)
-    action = models.CharField(max_length=50)
-    saga = models.ForeignKey(SagaInstance, null=True, blank=True, on_delete=models.PROTECT, related_name="audit")
-    target = models.CharField(max_length=100, blank=True)
-    reason = models.TextField()
-    outcome = models.TextField()
-    created_at = models.DateTimeField(db_default=Now())
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"{self.actor_name} {self.action} {self.saga_id or self.target}"

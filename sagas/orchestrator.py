@@ -16,9 +16,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from config import metrics
-from config.logging import bind_context, reset_context
-from config.tracing import current_traceparent
+from common import metrics
+from common.logging import bind_context, reset_context
+from common.tracing import current_traceparent
 from outbox.exceptions import OutsideTransaction
 from outbox.messages import Message
 from outbox.publishing import publish
@@ -312,6 +312,9 @@ def _send(
         "attempt": saga.attempt,
         "idempotency_key": key,
         "reply_to": ORCHESTRATOR,
+        # What the saga is about, for the participant's span (sagas.messages.command_span_attributes).
+        "aggregate": saga.aggregate,
+        "aggregate_id": saga.aggregate_id,
     }
     if phase == Phase.COMPENSATION:
         headers["compensates"] = saga.step_key(step.name, Phase.FORWARD)

@@ -21,7 +21,7 @@ from outbox.consumer import register
 from outbox.messages import Message, as_payload
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
-from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta
+from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta, command_span_attributes
 from sagas.models import Outcome, Phase
 from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 
@@ -156,6 +156,7 @@ def saga_participant(
         handle=handle_command,
         prepare=guarded_prepare if prepare is not None else None,
         on_dead_letter=on_dead_letter,
+        span_attributes=command_span_attributes,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import connection, models
 from psycopg.types.json import Jsonb
 
-from config.rows import mark_inserted
+from common.rows import mark_inserted
 from sagas.models import Outcome, SagaInstance, SagaStep
 
 _FIELDS = SagaInstance._meta.concrete_fields

@@ -10,7 +10,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from config import tracing
+from common import tracing
+from sagas.messages import aggregate_attribute
 from sagas.models import Phase, SagaInstance
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,9 +30,8 @@ def traced_step(send: F) -> F:
             "backoffice.attempt": saga.attempt + 1,
             "backoffice.retry": not kwargs.get("new_step", True),
             "backoffice.aggregate": f"{saga.aggregate}:{saga.aggregate_id}",
+            **aggregate_attribute(saga.aggregate, saga.aggregate_id),
         }
-        if saga.aggregate == "order" and saga.aggregate_id.isdigit():
-            attributes["backoffice.order_id"] = int(saga.aggregate_id)  # an int, as on the handlers' spans
         parent = saga.traceparent if tracing.current_ids() is None else None  # outside any span
         with tracing.span(f"saga {verb} {saga.current_step}", attributes=attributes, traceparent=parent):
             return send(saga, *args, **kwargs)

@@ -3,7 +3,7 @@ steps, and keeps its row when cancelled."""
 
 from django.contrib import admin
 
-from outbox.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from shipping.models import CarrierShipment, Shipment
 
 

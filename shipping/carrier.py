@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from django.db import connection
 
-from config.faults import fault_fires, injected_latency
+from common.faults import fault_fires, injected_latency
 from outbox.exceptions import TransientError
 from shipping.models import CarrierShipment
 
@@ -37,7 +37,7 @@ class Carrier(Protocol):
 
 class FakeCarrier:
     """Accepts addresses in the countries it serves; any other country is rejected (a
-    business failure). Faults come from config.faults."""
+    business failure). Faults come from common.faults."""
 
     def create_shipment(self, *, idempotency_key: str, address: dict[str, Any]) -> CarrierResponse:
         injected_latency()

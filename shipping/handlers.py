@@ -5,7 +5,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from config import tracing
+from common import tracing
 from outbox.consumer import register
 from outbox.exceptions import TransientError
 from outbox.messages import Message

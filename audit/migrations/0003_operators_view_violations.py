@@ -1,8 +1,8 @@
-"""Operators read the violations the auditor found (the group is defined in sagas.operators)."""
+"""Operators read the violations the auditor found (the group is defined in console.operators)."""
 
 from django.db import migrations
 
-from sagas.operators import operators_group_ensure
+from console.operators import operators_group_ensure
 
 
 def grant(apps, schema_editor):

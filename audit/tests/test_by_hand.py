@@ -10,11 +10,11 @@ from django.contrib.auth import get_user_model
 
 from audit.models import Violation
 from audit.services import audit_run
+from console.operations import saga_mark_step_done
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge
 from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.models import SagaState
-from sagas.operations import saga_mark_step_done
 from sagas.tests.saga_states import make_catalog, place, settle, stuck
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ Kind = Violation.Kind
 def operator():
     from django.apps import apps
 
-    from sagas.operators import operators_group_ensure
+    from console.operators import operators_group_ensure
 
     user = get_user_model().objects.create_user("olga", password="pw", is_staff=True)
     user.groups.add(operators_group_ensure(apps))

@@ -9,7 +9,7 @@ from audit.models import Violation
 from audit.selectors import open_violations, violation_counts
 from audit.services import audit_run
 from audit.tests import scenarios
-from config import health
+from console import health
 from inventory.models import StockLevel
 from shipping.models import Shipment
 

@@ -16,7 +16,7 @@ from audit.models import AuditRun, StockCheckpoint, Violation
 from audit.services import audit_run
 from audit.tasks import run as audit_task
 from audit.tests import scenarios
-from config.processes import database_url
+from devtools.processes import database_url
 from inventory.models import Product, StockLevel
 from inventory.services import stock_receive
 from orders.models import Notification, Order

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kombu import Exchange, Queue
 
-from config.env import database_from_url, env_bool, env_int, env_list, env_str
+from common.env import database_from_url, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -34,10 +34,11 @@ INSTALLED_APPS = [
     "inventory",
     "shipping",
     "audit",
+    "console",  # the operators' console: dashboard, saga page, repairs, health, /metrics
 ]
 
 MIDDLEWARE = [
-    "config.request_context.RequestContextMiddleware",
+    "common.request_context.RequestContextMiddleware",
     "outbox.middleware.RelaySendsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.csp.ContentSecurityPolicyMiddleware",
@@ -171,7 +172,7 @@ CELERY_TIMEZONE = "UTC"
 # django-celery-beat's database scheduler, writing beat's heartbeat as it ticks (config/beat.py).
 CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
 # The worker and beat renew a Redis key this often, which expires after the TTL: the dashboard
-# says within that long that no live worker or beat is left (config/heartbeat.py).
+# says within that long that no live worker or beat is left (common/heartbeat.py).
 HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 2)
 HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 10)
 # /healthz answers from memory for this long in each web process (0: checks on every call).
@@ -180,7 +181,7 @@ HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 2)
 # ---------------------------------------------------------------------------
 # Messaging and sagas.
 # ---------------------------------------------------------------------------
-# Fault injection (config/faults.py) for tests and the chaos harness; never in production.
+# Fault injection (common/faults.py) for tests and the chaos harness; never in production.
 FAULT_INJECTION = env_bool("FAULT_INJECTION", False)
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 6)
@@ -210,8 +211,8 @@ def derived_signing_keys(secret_key: str) -> list[str]:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
+    "filters": {"context": {"()": "common.logging.ContextFilter"}},
+    "formatters": {"json": {"()": "common.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -308,7 +309,7 @@ IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env_int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_S
 IDEMPOTENCY_PURGE_BATCH_SIZE = env_int("IDEMPOTENCY_PURGE_BATCH_SIZE", 1000)
 
 # /metrics: open to loopback and these networks (CIDR, comma-separated), or to a request
-# carrying "Authorization: Bearer <METRICS_TOKEN>" (see config.metrics_endpoint).
+# carrying "Authorization: Bearer <METRICS_TOKEN>" (see console.metrics_endpoint).
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "")
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, estimated_entropy_bits
+from common.env import env_bool, env_int, estimated_entropy_bits
 from config.settings.base import *  # noqa: F403
 from config.settings.base import MIDDLEWARE, OUTBOX_SIGNING_KEYS, SECRET_KEY
 

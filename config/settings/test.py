@@ -2,12 +2,12 @@
 
 import os
 
-from config.env import env_int, env_str
+from common.env import env_int, env_str
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import OUTBOX_SIGNING_KEYS, REST_FRAMEWORK, derived_signing_keys
+from config.settings.base import INSTALLED_APPS, OUTBOX_SIGNING_KEYS, REST_FRAMEWORK, derived_signing_keys
 
 DEBUG = False
 SECRET_KEY = env_str("SECRET_KEY", "test-only-insecure-key")
@@ -43,3 +43,5 @@ REST_FRAMEWORK = {
     },
 }
 HEALTH_CACHE_SECONDS = 0  # every test sees the checks of its own moment
+# The launcher, benchmarks, chaos harness and their commands: never in production.
+INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]

@@ -13,8 +13,8 @@ import pytest
 from kombu import Connection, Exchange, Queue
 from kombu.common import ignore_errors
 
-from config.launcher import EmbeddedRedis, free_port
-from config.processes import wait_for
+from devtools.launcher import EmbeddedRedis, free_port
+from devtools.processes import wait_for
 
 STOCK = "kombu.transport.redis:Transport"
 REPAIRED = "config.broker:Transport"

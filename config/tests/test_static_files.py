@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from config.processes import WebProcess
+from devtools.processes import WebProcess
 
 ONE_YEAR = 365 * 24 * 3600
 # ManifestStaticFilesStorage puts the first 12 hex digits of the content's MD5 before the suffix.

@@ -61,7 +61,7 @@ def test_healthz_is_503_naming_redis_when_redis_is_unreachable(admin_client, set
 
 @pytest.mark.django_db
 def test_healthz_is_503_when_the_database_is_unreachable(client, monkeypatch):
-    from config import health
+    from console import health
 
     def broken() -> dict:
         raise OSError("connection refused")
@@ -84,7 +84,7 @@ def test_healthz_tells_anonymous_callers_only_ok_or_failing_per_dependency(clien
 
 @pytest.mark.django_db
 def test_healthz_answers_from_memory_between_checks(client, settings, monkeypatch):
-    from config import health
+    from console import health
 
     calls = []
     monkeypatch.setattr(health, "CHECKS", {"database": lambda: calls.append(1) or {"ok": True}})
@@ -152,7 +152,7 @@ def test_production_settings_pass_the_deploy_checks():
 
 @pytest.mark.django_db
 def test_an_anonymous_healthz_is_answered_before_django_and_one_with_credentials_by_the_view(settings):
-    from config import health
+    from console import health
 
     def django(environ, start_response):
         start_response("204 No Content", [])

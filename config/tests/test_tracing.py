@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from config import tracing
-from config.logging import ContextFilter, JsonFormatter
+from common import tracing
+from common.logging import ContextFilter, JsonFormatter
 from orders.models import Order
 from orders.tests.storefront import make_api_client, place_order, stock_catalog
 from outbox.models import OutboxMessage

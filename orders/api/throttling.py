@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from config.redis import get_redis
+from common.redis import get_redis
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config import tracing
-from config.logging import bind_context
+from common import tracing
+from common.logging import bind_context
 from inventory.selectors import product_list
 from orders.api.pagination import OrderPagination, ProductPagination, paginated_response
 from orders.api.schema import (

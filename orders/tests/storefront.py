@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from config.redis import get_redis
+from common.redis import get_redis
 from inventory.models import Product
 from inventory.services import product_upsert, stock_receive
 from orders.api.tokens import api_token_issue

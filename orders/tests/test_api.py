@@ -12,7 +12,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from config.redis import get_redis
+from common.redis import get_redis
 from orders.api.tokens import api_token_issue, token_digest
 from orders.models import Order
 from orders.tests.storefront import (

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from config.faults import faults_set
+from common.faults import faults_set
 from orders.tests.served_schema import served_schema
 from orders.tests.storefront import make_api_client, stock_catalog
 

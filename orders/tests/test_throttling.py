@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from config.redis import get_redis
+from common.redis import get_redis
 from orders.api import throttling
 from orders.api.throttling import StorefrontClientThrottle
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db import connection, transaction
 
-from config.faults import faults_set
+from common.faults import faults_set
 from conftest import wait_for
 from inventory.models import Reservation, StockLevel
 from inventory.services import product_upsert, stock_receive
@@ -135,7 +135,7 @@ def _reply_count(message: OutboxMessage) -> int:
 
 
 def test_two_relays_drain_5000_messages_each_handled_exactly_once(live_system):
-    from config.redis import get_redis
+    from common.redis import get_redis
     from outbox.publishing import NUDGE_KEY
 
     get_redis().set(NUDGE_KEY, "1", px=120_000)  # keep the nudged relay out: the two below race
@@ -174,7 +174,7 @@ def test_worker_killed_mid_handler_message_redelivered_and_handled_once(live_sys
     with transaction.atomic():
         message = _charge_command(99, saga_id, amount=1299)
     wait_for(lambda: OutboxMessage.objects.filter(pk=message.pk, published_at__isnull=False).exists())
-    from config.redis import get_redis
+    from common.redis import get_redis
 
     wait_for(lambda: get_redis().hlen("unacked") > 0, message="the worker never picked the message up")
     import time

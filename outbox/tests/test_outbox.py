@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from config.logging import ContextFilter, JsonFormatter
+from common.logging import ContextFilter, JsonFormatter
 from outbox.consumer import deliver, register
 from outbox.exceptions import OutsideTransaction
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
@@ -154,7 +154,7 @@ def test_backlog_counts_unpublished_messages_and_their_age():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_local_handler_that_fails_rolls_back_whole_and_leaves_its_message_to_the_broker(monkeypatch):
-    from config.faults import faults_set
+    from common.faults import faults_set
     from inventory.models import Product
     from outbox import consumer, relay
 

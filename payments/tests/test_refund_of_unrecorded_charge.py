@@ -6,11 +6,11 @@ back; voiding the payment would tell the customer of a refund that never happene
 import pytest
 from django.contrib.auth import get_user_model
 
-from config.faults import faults_clear, faults_set
+from common.faults import faults_clear, faults_set
+from console.operations import saga_compensate
 from orders.models import Order
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from sagas.models import Outcome, Phase, SagaInstance, SagaState, SagaStep
-from sagas.operations import saga_compensate
 from sagas.tests.saga_states import make_catalog, place, settle
 
 pytestmark = pytest.mark.django_db

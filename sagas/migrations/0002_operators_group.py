@@ -1,10 +1,10 @@
 """The "Operators" group with the saga actions, dead-letter replay and read access to the
-contexts' data. The function lives in sagas.operators so tests that flush the database can
+contexts' data. The function lives in console.operators so tests that flush the database can
 create the same group."""
 
 from django.db import migrations
 
-from sagas.operators import OPERATORS_GROUP, operators_group_ensure
+from console.operators import OPERATORS_GROUP, operators_group_ensure
 
 
 def create_group(apps, schema_editor):

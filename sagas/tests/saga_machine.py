@@ -35,7 +35,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from audit.services import audit_run
-from config.faults import faults_clear
+from common.faults import faults_clear
+from console.operations import (
+    SagaAction,
+    attempt_fate,
+    dead_letter_replay_by_operator,
+    saga_actions_available,
+    saga_compensate,
+    saga_mark_step_done,
+    saga_retry_compensation,
+    saga_retry_step,
+)
 from inventory.models import Reservation, StockLevel, StockMovement
 from inventory.services import product_upsert, stock_receive
 from orders.models import Notification, Order
@@ -48,16 +58,6 @@ from payments.gateway import ChargeAlreadyRefunded, FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
 from sagas.exceptions import CancellationRefused, SagaActionRefused
 from sagas.models import Phase, SagaInstance, SagaState
-from sagas.operations import (
-    SagaAction,
-    attempt_fate,
-    dead_letter_replay_by_operator,
-    saga_actions_available,
-    saga_compensate,
-    saga_mark_step_done,
-    saga_retry_compensation,
-    saga_retry_step,
-)
 from sagas.orchestrator import saga_request_cancel, saga_sweep
 from shipping.carrier import FakeCarrier
 from shipping.models import CarrierShipment, Shipment

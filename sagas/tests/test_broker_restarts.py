@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from config.processes import wait_for
-from sagas.chaos import ChaosSystem, ChaosTally, RestartableRedis, StorefrontClient, free_port
+from devtools.chaos import ChaosSystem, ChaosTally, RestartableRedis, StorefrontClient, free_port
+from devtools.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -14,7 +14,8 @@ import pytest
 from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
-from config.faults import faults_clear, faults_set
+from common.faults import faults_clear, faults_set
+from console.operations import saga_compensate, saga_mark_step_done
 from inventory.models import Product, Reservation, StockLevel
 from inventory.services import stock_receive
 from orders.models import Order
@@ -25,7 +26,6 @@ from outbox.services import dead_letter_replay
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
 from sagas.models import SagaInstance, SagaState
-from sagas.operations import saga_compensate, saga_mark_step_done
 from sagas.orchestrator import saga_sweep
 from sagas.tests.saga_states import make_catalog, place, settle
 from shipping.models import CarrierShipment
@@ -109,7 +109,7 @@ def console_charge(amount: int = PRICE) -> str:
 def operator(django_user_model):
     from django.apps import apps
 
-    from sagas.operators import operators_group_ensure
+    from console.operators import operators_group_ensure
 
     user = django_user_model.objects.create_user("olga", password="pw", is_staff=True)
     user.groups.add(operators_group_ensure(apps))

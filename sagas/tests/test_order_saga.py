@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from config.faults import faults_set
+from common.faults import faults_set
 from conftest import wait_for
 from inventory.models import Product, Reservation, StockLevel, StockMovement
 from inventory.services import product_upsert, stock_receive
@@ -167,7 +167,7 @@ def test_worker_killed_mid_step_and_flaky_gateway_still_complete_with_one_charge
     faults_set(provider_latency_ms=1500, gateway_transient=0.3)
     order = _place()
     wait_for(lambda: _saga(order).steps.exists())
-    from config.redis import get_redis
+    from common.redis import get_redis
 
     wait_for(lambda: get_redis().hlen("unacked") > 0, message="no step was picked up")
     import time

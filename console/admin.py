@@ -1,0 +1,486 @@
+"""The operators' console in the admin: the saga list with bulk repairs, the saga page with
+its timeline and actions, the dashboard, and the audit log.
+
+Sagas are never edited through forms: every change goes through a service in
+console.operations, behind a permission per action and a confirmation with a reason.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from common.admin import ReadOnlyAdmin
+from console import operations, selectors
+from console.audit import audit_refusal
+from console.charts import bar_chart, line_chart
+from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
+from console.models import AuditLog
+from console.operations import ACTION_LABELS, ACTION_PERMISSIONS, REPLAY_PERMISSION, SagaAction
+from outbox.models import DeadLetter
+from sagas.definition import registered_definitions
+from sagas.exceptions import SagaActionRefused
+from sagas.models import SagaInstance
+
+# Refresh period of the dashboard (it fetches its panels again, no full reload).
+DASHBOARD_REFRESH_SECONDS = 5
+# A bulk action runs one transaction per saga inside the request; past this many the
+# operator is asked to narrow the selection (e.g. filter by step) and run it again.
+BULK_LIMIT = 500
+
+SERVICES: dict[str, Callable[..., SagaInstance]] = {
+    SagaAction.RETRY_STEP: operations.saga_retry_step,
+    SagaAction.COMPENSATE: operations.saga_compensate,
+    SagaAction.RETRY_COMPENSATION: operations.saga_retry_compensation,
+    SagaAction.MARK_STEP_DONE: operations.saga_mark_step_done,
+}
+
+
+class DefinitionFilter(admin.SimpleListFilter):
+    """Lookups from the registered definitions, not a DISTINCT over every saga."""
+
+    title = "definition"
+    parameter_name = "definition"
+
+    def lookups(self, request, model_admin):
+        names = sorted({definition.name for definition in registered_definitions()})
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(definition_name=self.value()) if self.value() else queryset
+
+
+class CurrentStepFilter(admin.SimpleListFilter):
+    title = "current step"
+    parameter_name = "step"
+
+    def lookups(self, request, model_admin):
+        names: list[str] = []
+        for definition in registered_definitions():
+            names += [step.name for step in definition.steps if step.name not in names]
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(current_step=self.value()) if self.value() else queryset
+
+
+@admin.register(SagaInstance)
+class SagaInstanceAdmin(admin.ModelAdmin):
+    list_display = [
+        "saga_link",
+        "state_badge",
+        "current_step",
+        "attempt",
+        "stuck",
+        "aggregate_link",
+        "definition_name",
+        "created_at",
+        "finished_at",
+    ]
+    list_display_links = None
+    # Choices and booleans need no query; the definition and step filters read the registry.
+    list_filter = ["state", "stuck", DefinitionFilter, CurrentStepFilter]
+    search_fields = ["aggregate_id"]
+    search_help_text = "A saga id, or the id of its aggregate (an order id)."
+    ordering = ["-created_at"]
+    list_per_page = 50
+    show_full_result_count = False
+    actions = ["retry_selected", "compensate_selected", "retry_compensation_selected"]
+    change_list_template = "admin/sagas/sagainstance/change_list.html"
+
+    # -- read only ---------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS[SagaAction.RETRY_STEP])
+
+    def has_compensate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS[SagaAction.COMPENSATE])
+
+    def has_retry_compensation_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ACTION_PERMISSIONS[SagaAction.RETRY_COMPENSATION])
+
+    # -- the list ----------------------------------------------------------
+
+    @admin.display(description="saga", ordering="id")
+    def saga_link(self, obj: SagaInstance) -> str:
+        url = reverse("admin:sagas_sagainstance_change", args=[obj.pk])
+        return format_html('<a href="{}"><code>{}</code></a>', url, str(obj.pk)[:8])
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: SagaInstance) -> str:
+        return format_html('<span class="saga-state saga-{}">{}</span>', obj.state, obj.state)
+
+    @admin.display(description="aggregate", ordering="aggregate_id")
+    def aggregate_link(self, obj: SagaInstance) -> str:
+        if obj.aggregate == "order":
+            url = reverse("admin:orders_order_change", args=[obj.aggregate_id])
+            return format_html('<a href="{}">order {}</a>', url, obj.aggregate_id)
+        return f"{obj.aggregate} {obj.aggregate_id}"
+
+    def get_search_results(self, request, queryset, search_term):
+        """An exact saga id or aggregate id: both indexed, never a scan of every saga."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        saga_id = selectors.saga_id_or_none(term)
+        if saga_id is not None:
+            return queryset.filter(pk=saga_id), False
+        return queryset.filter(aggregate_id=term), False
+
+    # -- bulk actions ------------------------------------------------------
+
+    @admin.action(description="Retry the current step of the selected sagas", permissions=["retry"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[SagaInstance]) -> HttpResponse | None:
+        return self._bulk(request, queryset, SagaAction.RETRY_STEP, "retry_selected")
+
+    @admin.action(description="Compensate the selected sagas", permissions=["compensate"])
+    def compensate_selected(self, request: HttpRequest, queryset: QuerySet[SagaInstance]) -> HttpResponse | None:
+        return self._bulk(request, queryset, SagaAction.COMPENSATE, "compensate_selected")
+
+    @admin.action(description="Retry the failed compensation of the selected sagas", permissions=["retry_compensation"])
+    def retry_compensation_selected(
+        self, request: HttpRequest, queryset: QuerySet[SagaInstance]
+    ) -> HttpResponse | None:
+        return self._bulk(request, queryset, SagaAction.RETRY_COMPENSATION, "retry_compensation_selected")
+
+    def _bulk(
+        self, request: HttpRequest, queryset: QuerySet[SagaInstance], action: str, action_name: str
+    ) -> HttpResponse | None:
+        """First a confirmation page asking for the reason, then one service call per saga,
+        each in its own transaction: a saga refused in its state does not hold back the others."""
+        total = queryset.count()
+        if total > BULK_LIMIT:
+            self.message_user(
+                request,
+                f"{total} sagas selected; at most {BULK_LIMIT} at a time. Narrow the selection (e.g. by step).",
+                messages.ERROR,
+            )
+            return None
+        form = BulkActionForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            service = SERVICES[action]
+            done, refused = 0, Counter()
+            for saga_id in queryset.order_by("pk").values_list("pk", flat=True):
+                try:
+                    service(saga_id=saga_id, actor=request.user, reason=form.cleaned_data["reason"])
+                    done += 1
+                except SagaActionRefused as exc:
+                    refused[str(exc)] += 1
+            label = ACTION_LABELS[action]
+            if done:
+                self.message_user(request, f"{label}: done for {done} saga(s).", messages.SUCCESS)
+            for refusal, count in refused.most_common():
+                self.message_user(request, f"{label}: refused for {count} saga(s) — {refusal}", messages.WARNING)
+            return None
+        states = Counter(queryset.values_list("state", flat=True))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{ACTION_LABELS[action]}: {total} saga(s)",
+            "form": form,
+            "action_name": action_name,
+            "label": ACTION_LABELS[action],
+            "total": total,
+            "states": sorted(states.items()),
+            "sample": list(queryset.only("id", "state", "current_step", "stuck", "stuck_reason")[:20]),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, "admin/sagas/sagainstance/bulk_confirm.html", context)
+
+    # -- extra pages -------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        extra = [
+            path("dashboard/", view(self.dashboard_view), name="sagas_dashboard"),
+            path(
+                "deadletter/<int:dead_letter_id>/replay/",
+                view(self.replay_dead_letter_view),
+                name="sagas_deadletter_replay",
+            ),
+            path("<path:object_id>/action/<str:action>/", view(self.action_view), name="sagas_sagainstance_action"),
+        ]
+        return extra + super().get_urls()
+
+    def _require_view(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        self._require_view(request)
+        summary = selectors.dashboard_summary()
+        minutes = summary.throughput.minutes
+        labels = [point.minute for point in minutes]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Saga dashboard",
+            "d": summary,
+            "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
+            "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
+            "throughput_chart": bar_chart(
+                labels=labels, values=[point.completed for point in minutes], unit="completed"
+            ),
+            "duration_chart": line_chart(
+                labels=labels,
+                series={
+                    "p50": [point.p50_seconds for point in minutes],
+                    "p95": [point.p95_seconds for point in minutes],
+                },
+            ),
+            "can_replay": request.user.has_perm(REPLAY_PERMISSION),
+            "changelist_url": reverse("admin:sagas_sagainstance_changelist"),
+        }
+        template = "admin/sagas/dashboard.html"
+        if request.GET.get("fragment"):
+            template = "admin/sagas/_dashboard_panels.html"
+        return TemplateResponse(request, template, context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        """The saga page replaces the change form: sagas are read here and repaired through
+        the actions, never edited."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        self._require_view(request)
+        saga_id = selectors.saga_id_or_none(object_id)
+        if saga_id is None:
+            raise Http404("no such saga")
+        try:
+            detail = selectors.saga_detail(saga_id=saga_id)
+        except SagaInstance.DoesNotExist:
+            raise Http404("no such saga") from None
+        saga = detail.saga
+        actions = []
+        if detail.definition is not None:
+            for action in operations.saga_actions_available(saga=saga):
+                if request.user.has_perm(ACTION_PERMISSIONS[action]):
+                    actions.append(
+                        {
+                            "label": ACTION_LABELS[action],
+                            "url": reverse("admin:sagas_sagainstance_action", args=[saga.pk, action]),
+                            "action": action,
+                        }
+                    )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": saga,
+            "title": f"Saga {saga.pk}",
+            "detail": detail,
+            "saga": saga,
+            "actions": actions,
+            "can_replay": request.user.has_perm(REPLAY_PERMISSION),
+            "has_any_action_permission": any(request.user.has_perm(p) for p in ACTION_PERMISSIONS.values()),
+            "now": timezone.now(),
+            "causality": selectors.message_tree_rows(correlation_id=str(saga.pk)),
+        }
+        return TemplateResponse(request, "admin/sagas/saga_page.html", context)
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """The confirmation form of one action (GET) and its execution (POST)."""
+        if action not in SERVICES:
+            raise Http404("no such action")
+        self._require_view(request)
+        saga_id = selectors.saga_id_or_none(object_id)
+        if saga_id is None:
+            raise Http404("no such saga")
+        saga = get_object_or_404(SagaInstance, pk=saga_id)
+        # Checked before the action runs, for GET and POST alike: a POST from staff without
+        # the permission (a forged form) is a 403, and the attempt is audited.
+        permission = ACTION_PERMISSIONS[action]
+        if not request.user.has_perm(permission):
+            if request.method == "POST":
+                audit_refusal(
+                    actor=request.user,
+                    action=action,
+                    saga_id=saga.pk,
+                    reason=request.POST.get("reason", ""),
+                    outcome=f"refused: permission denied (needs {permission})",
+                )
+            raise PermissionDenied
+        saga_url = reverse("admin:sagas_sagainstance_change", args=[saga.pk])
+        form_class = MarkStepDoneForm if action == SagaAction.MARK_STEP_DONE else OperatorActionForm
+        if request.method == "POST":
+            form = form_class(request.POST)
+            if form.is_valid():
+                arguments = {
+                    "saga_id": saga.pk,
+                    "actor": request.user,
+                    "reason": form.cleaned_data["reason"],
+                    "expected_position": form.cleaned_data["position"] or None,
+                }
+                if action == SagaAction.MARK_STEP_DONE:
+                    arguments["evidence"] = form.cleaned_data["evidence"]
+                try:
+                    saga = SERVICES[action](**arguments)
+                except SagaActionRefused as exc:
+                    self.message_user(request, f"{ACTION_LABELS[action]}: refused — {exc}", messages.ERROR)
+                else:
+                    where = f" at {saga.current_step} ({saga.phase})" if saga.current_step else ""
+                    self.message_user(
+                        request, f"{ACTION_LABELS[action]}: done. The saga is {saga.state}{where}.", messages.SUCCESS
+                    )
+                return HttpResponseRedirect(saga_url)
+        elif request.method == "GET":
+            form = form_class(initial={"position": operations.saga_position(saga)})
+        else:
+            return HttpResponseNotAllowed(["GET", "POST"])
+        refusal = operations.saga_action_refusal(saga=saga, action=action)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": saga,
+            "title": f"{ACTION_LABELS[action]} — saga {str(saga.pk)[:8]}",
+            "saga": saga,
+            "saga_url": saga_url,
+            "label": ACTION_LABELS[action],
+            "refusal": refusal,
+            "preview": None if refusal else operations.saga_action_preview(saga=saga, action=action),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/sagas/action_confirm.html", context)
+
+    def replay_dead_letter_view(self, request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+        # Staff who may not even look at sagas are turned away unrecorded: only then is a
+        # refused attempt worth a row of the append-only audit log.
+        self._require_view(request)
+        dead_letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+        if not request.user.has_perm(REPLAY_PERMISSION):
+            if request.method == "POST":
+                audit_refusal(
+                    actor=request.user,
+                    action=operations.REPLAY_DEAD_LETTER,
+                    saga_id=None,
+                    target=f"deadletter:{dead_letter.pk}",
+                    reason=request.POST.get("reason", ""),
+                    outcome=f"refused: permission denied (needs {REPLAY_PERMISSION})",
+                )
+            raise PermissionDenied
+        back = request.POST.get("next") or request.GET.get("next") or reverse("admin:sagas_dashboard")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            back = reverse("admin:sagas_dashboard")
+        form = DeadLetterReplayForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                message = operations.dead_letter_replay_by_operator(
+                    dead_letter_id=dead_letter.pk, actor=request.user, reason=form.cleaned_data["reason"]
+                )
+            except SagaActionRefused as exc:
+                self.message_user(request, f"Replay refused — {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"Dead letter {dead_letter.pk} replayed as message {message.message_id}.", messages.SUCCESS
+                )
+            return HttpResponseRedirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Replay dead letter {dead_letter.pk}",
+            "dead_letter": dead_letter,
+            "form": form,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/sagas/deadletter_replay.html", context)
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    """Append-only: readable, never added, changed or deleted here (nor in the database)."""
+
+    list_display = ["created_at", "actor_name", "action", "saga_link", "target", "reason", "outcome"]
+    list_filter = ["action"]
+    search_fields = ["=actor_name", "=target"]
+    ordering = ["-id"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="saga")
+    def saga_link(self, obj: AuditLog) -> str:
+        if obj.saga_id is None:
+            return "-"
+        url = reverse("admin:sagas_sagainstance_change", args=[obj.saga_id])
+        return format_html('<a href="{}"><code>{}</code></a>', url, str(obj.saga_id)[:8])
+
+
+# Each replay is its own transaction inside the request: keep a selection to a page's worth.
+REPLAY_LIMIT = 100
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ["id", "consumer", "type", "status", "poison", "attempts", "reason_short", "created_at"]
+    list_filter = ["status", "poison", "consumer", "type"]
+    search_fields = ["=message_id", "=correlation_id", "reason"]
+    actions = ["replay"]
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: DeadLetter) -> str:
+        return obj.reason[:120]
+
+    @admin.action(description="Replay the selected dead letters…", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> HttpResponse | None:
+        """First a page asking for the reason (for the audit log), then one replay per dead
+        letter, each with its own audit row: a refused one does not hold back the others."""
+        total = queryset.count()
+        if total > REPLAY_LIMIT:
+            self.message_user(
+                request, f"{total} dead letters selected; at most {REPLAY_LIMIT} at a time.", messages.ERROR
+            )
+            return None
+        form = BulkActionForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            replayed, refused = 0, []
+            for pk in queryset.order_by("pk").values_list("pk", flat=True):
+                try:
+                    reason = form.cleaned_data["reason"]
+                    operations.dead_letter_replay_by_operator(dead_letter_id=pk, actor=request.user, reason=reason)
+                    replayed += 1
+                except SagaActionRefused as exc:
+                    refused.append(f"{pk}: {exc}")
+            if replayed:
+                self.message_user(request, f"{replayed} dead letter(s) replayed.", messages.SUCCESS)
+            for line in refused:
+                self.message_user(request, f"Not replayed — {line}", messages.ERROR)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Replay {total} dead letter(s)",
+            "form": form,
+            "dead_letters": list(queryset.order_by("pk")),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, "admin/outbox/deadletter/replay_confirm.html", context)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.replay_deadletter")

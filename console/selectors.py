@@ -1,0 +1,404 @@
+"""Reads of the saga engine: the operators' dashboard and the saga page.
+
+Every dashboard query is served by an index (see SagaInstance.Meta) and bounded by a time
+window or a LIMIT, so the page costs the same with a hundred or a hundred thousand sagas.
+The saga page reads across contexts (orders, payments, inventory, shipping), which the
+architecture allows for the dashboard, and only by the order id or the idempotency keys the
+saga derived, all of them indexed.
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from common.heartbeat import Liveness, liveness
+from console.models import AuditLog
+from inventory.models import Reservation, StockMovement
+from inventory.selectors import reservations_of_order
+from orders.models import Order
+from outbox.models import DeadLetter, InboxMessage, OutboxMessage
+from outbox.selectors import Backlog, dead_letter_count, outbox_backlog
+from payments.models import GatewayCharge, LedgerEntry, Payment
+from payments.selectors import payment_summary_of_order
+from payments.services import provider_key
+from sagas.definition import SagaDefinition, definition_for
+from sagas.models import SagaEvent, SagaInstance, SagaState, SagaStep
+from sagas.selectors import (
+    ACTIVE_STATES,
+    StateCount,
+    Throughput,
+    saga_active_counts,
+    saga_overdue_count,
+    saga_state_counts,
+    saga_throughput,
+)
+from shipping.models import CarrierShipment, Shipment
+from shipping.services import carrier_key
+
+# The columns the dashboard's lists show; loading only these keeps the rows small.
+_LIST_FIELDS = (
+    "id",
+    "definition_name",
+    "state",
+    "aggregate",
+    "aggregate_id",
+    "current_step",
+    "attempt",
+    "stuck",
+    "stuck_reason",
+    "stuck_since",
+    "failure_reason",
+    "created_at",
+    "finished_at",
+    "step_deadline",
+)
+
+
+# ---------------------------------------------------------------------------
+# The dashboard.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    generated_at: datetime
+    state_counts: list[StateCount]
+    active: dict[str, int]
+    stuck: list[SagaInstance]
+    stuck_count: int
+    failed: list[SagaInstance]
+    failed_count: int
+    overdue_count: int
+    backlog: Backlog
+    dead_letters: list[DeadLetter]
+    dead_letter_count: int
+    throughput: Throughput
+    violations: list[Any]
+    # From the heartbeats the worker and beat write, not from the sweeper, which runs on the
+    # worker: with no live worker nothing else says that sagas have stopped moving.
+    liveness: Liveness
+
+
+def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashboard:
+    """Everything the dashboard shows, in about ten indexed queries."""
+    now = now or timezone.now()
+    stuck = SagaInstance.objects.filter(stuck=True, state__in=ACTIVE_STATES)
+    failed = SagaInstance.objects.filter(state=SagaState.FAILED)
+    return Dashboard(
+        generated_at=now,
+        state_counts=saga_state_counts(now=now),
+        active=saga_active_counts(),
+        # Oldest first: the saga that has waited longest for an operator is at the top.
+        stuck=list(stuck.only(*_LIST_FIELDS).order_by("stuck_since", "id")[:limit]),
+        stuck_count=stuck.count(),
+        failed=list(failed.only(*_LIST_FIELDS).order_by("finished_at", "id")[:limit]),
+        failed_count=failed.count(),
+        overdue_count=saga_overdue_count(now=now),
+        backlog=outbox_backlog(),
+        dead_letters=list(
+            DeadLetter.objects.filter(status=DeadLetter.Status.DEAD)
+            .defer("envelope", "traceback")
+            .order_by("-created_at")[:10]
+        ),
+        dead_letter_count=dead_letter_count(),
+        throughput=saga_throughput(now=now),
+        violations=dashboard_violations(),
+        liveness=liveness(),
+    )
+
+
+def dashboard_violations() -> list[Any]:
+    """Open invariant violations across contexts (money, stock, shipments) found by the
+    consistency auditor, longest-standing first. Each item is shown with its ``str()``."""
+    from audit.selectors import open_violations
+
+    return list(open_violations(limit=50))
+
+
+# ---------------------------------------------------------------------------
+# The saga page.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime | None
+    kind: str  # "attempt" or "event"
+    attempt: SagaStep | None = None
+    event: SagaEvent | None = None
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    message: OutboxMessage
+    handled_by: list[InboxMessage]
+    dead_letters: list[DeadLetter]
+
+
+@dataclass(frozen=True)
+class ProviderRecord:
+    """Something a key led to in a context or at a provider, for the lineage."""
+
+    what: str
+    key: str
+    reference: str
+
+
+@dataclass
+class LineageStep:
+    step: str
+    phase: str
+    key: str
+    attempts: list[SagaStep] = field(default_factory=list)
+    records: list[ProviderRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """The order and what each context holds for it: money, stock, shipment."""
+
+    order: Order
+    lines: list[Any]
+    notifications: list[Any]
+    payments: list[Payment]
+    ledger: list[LedgerEntry]
+    net_charged: int
+    reservations: list[Reservation]
+    movements: list[StockMovement]
+    shipments: list[Shipment]
+
+
+@dataclass(frozen=True)
+class SagaDetail:
+    saga: SagaInstance
+    definition: SagaDefinition | None
+    step_strip: list[dict[str, str]]
+    timeline: list[TimelineEntry]
+    messages: list[MessageRow]
+    dead_letters: list[DeadLetter]
+    audit: list[AuditLog]
+    order: OrderContext | None
+    client_name: str
+    lineage: list[LineageStep]
+
+
+def saga_detail(*, saga_id: object) -> SagaDetail:
+    """Everything the saga page shows. Raises SagaInstance.DoesNotExist."""
+    saga = SagaInstance.objects.get(pk=saga_id)
+    try:
+        definition: SagaDefinition | None = definition_for(saga.definition_name, saga.definition_version)
+    except LookupError:
+        definition = None
+    attempts = list(SagaStep.objects.filter(saga=saga).order_by("id"))
+    events = list(SagaEvent.objects.filter(saga=saga).order_by("id"))
+    messages = list(OutboxMessage.objects.filter(correlation_id=str(saga.id)).order_by("id"))
+    dead_letters = list(DeadLetter.objects.filter(correlation_id=str(saga.id)).defer("envelope").order_by("id"))
+    order = _order_context(saga)
+    return SagaDetail(
+        saga=saga,
+        definition=definition,
+        step_strip=_step_strip(saga, definition),
+        timeline=_timeline(attempts, events),
+        messages=_with_handlers(messages, dead_letters),
+        dead_letters=dead_letters,
+        audit=list(AuditLog.objects.filter(saga=saga).select_related("actor").order_by("-id")),
+        order=order,
+        client_name=(order.order.client.get_username() if order and order.order.client else ""),
+        lineage=_lineage(attempts, order),
+    )
+
+
+def _step_strip(saga: SagaInstance, definition: SagaDefinition | None) -> list[dict[str, str]]:
+    """Each step of the definition with where the saga is on it, for a one-line overview."""
+    if definition is None:
+        return []
+    strip = []
+    for step in definition.steps:
+        if step.name in saga.compensated_steps:
+            status, css = "compensated", "compensated"
+        elif step.name == saga.current_step and saga.state == SagaState.FAILED:
+            status, css = "compensation failed", "failed"
+        elif step.name == saga.current_step and not saga.is_terminal:
+            status, css = ("stuck", "stuck") if saga.stuck else (f"current ({saga.phase})", "current")
+        elif step.name in saga.completed_steps:
+            status, css = "done", "done"
+        else:
+            status, css = "not run", "pending"
+        strip.append({"name": step.name, "kind": str(step.kind), "status": status, "css": css})
+    return strip
+
+
+def _timeline(attempts: list[SagaStep], events: list[SagaEvent]) -> list[TimelineEntry]:
+    entries = [TimelineEntry(at=row.sent_at, kind="attempt", attempt=row) for row in attempts]
+    entries += [TimelineEntry(at=event.created_at, kind="event", event=event) for event in events]
+    # Both timestamps are the database's clock, so they order the two logs consistently.
+    far_past = datetime.min.replace(tzinfo=timezone.get_current_timezone())
+    return sorted(entries, key=lambda entry: (entry.at or far_past, 0 if entry.kind == "attempt" else 1))
+
+
+def _with_handlers(messages: list[OutboxMessage], dead_letters: list[DeadLetter]) -> list[MessageRow]:
+    consumers = ["default", *settings.MESSAGE_QUEUES]
+    handled: dict[str, list[InboxMessage]] = defaultdict(list)
+    if messages:
+        # (consumer, message_id) is the inbox's unique index: both columns narrow the lookup.
+        rows = InboxMessage.objects.filter(
+            consumer__in=consumers, message_id__in=[message.message_id for message in messages]
+        ).order_by("id")
+        for row in rows:
+            handled[str(row.message_id)].append(row)
+    dead: dict[str, list[DeadLetter]] = defaultdict(list)
+    for letter in dead_letters:
+        dead[letter.message_id].append(letter)
+    return [
+        MessageRow(
+            message=message,
+            handled_by=handled[str(message.message_id)],
+            dead_letters=dead[str(message.message_id)],
+        )
+        for message in messages
+    ]
+
+
+def _order_context(saga: SagaInstance) -> OrderContext | None:
+    if saga.aggregate != "order":
+        return None
+    order = (
+        Order.objects.select_related("client")
+        .prefetch_related("lines", "notifications")
+        .filter(pk=_int_or_none(saga.aggregate_id))
+        .first()
+    )
+    if order is None:
+        return None
+    ledger = list(LedgerEntry.objects.filter(order_id=order.pk).order_by("id"))
+    money = payment_summary_of_order(order_id=order.pk)
+    reservations = reservations_of_order(order.pk)
+    return OrderContext(
+        order=order,
+        lines=list(order.lines.all()),
+        notifications=list(order.notifications.all()),
+        payments=list(Payment.objects.filter(order_id=order.pk).order_by("id")),
+        ledger=ledger,
+        net_charged=money.amount_charged - money.amount_refunded,
+        reservations=reservations,
+        movements=list(
+            StockMovement.objects.filter(reservation__in=[r.pk for r in reservations])
+            .select_related("product")
+            .order_by("id")
+        ),
+        shipments=list(Shipment.objects.filter(order_id=order.pk).order_by("id")),
+    )
+
+
+def _lineage(attempts: list[SagaStep], order: OrderContext | None) -> list[LineageStep]:
+    """Each step key with its attempts (command and reply message ids) and what the key led
+    to in the contexts and at the providers, whose keys are derived from it."""
+    steps: dict[str, LineageStep] = {}
+    for row in attempts:
+        entry = steps.setdefault(
+            row.idempotency_key, LineageStep(step=row.step, phase=row.phase, key=row.idempotency_key)
+        )
+        entry.attempts.append(row)
+    keys = list(steps)
+    if not keys:
+        return []
+    records: dict[str, list[ProviderRecord]] = defaultdict(list)
+    if order is not None:
+        for payment in order.payments:
+            records[payment.idempotency_key].append(
+                ProviderRecord("payment", payment.idempotency_key, f"#{payment.pk} {payment.status}")
+            )
+        for reservation in order.reservations:
+            records[reservation.idempotency_key].append(
+                ProviderRecord("reservation", reservation.idempotency_key, f"#{reservation.pk} {reservation.status}")
+            )
+        for shipment in order.shipments:
+            records[shipment.idempotency_key].append(
+                ProviderRecord("shipment", shipment.idempotency_key, f"#{shipment.pk} {shipment.status}")
+            )
+    by_provider_key = {provider_key(key): key for key in keys}
+    by_carrier_key = {carrier_key(key): key for key in keys}
+    for entry in LedgerEntry.objects.filter(idempotency_key__in=list(by_provider_key)):
+        records[by_provider_key[entry.idempotency_key]].append(
+            ProviderRecord(f"ledger {entry.kind}", entry.idempotency_key, entry.provider_reference)
+        )
+    for charge in GatewayCharge.objects.filter(idempotency_key__in=list(by_provider_key)):
+        outcome = "succeeded" if charge.succeeded else f"failed: {charge.error}"
+        records[by_provider_key[charge.idempotency_key]].append(
+            ProviderRecord(f"gateway {charge.kind}", charge.idempotency_key, f"{charge.transaction_id} ({outcome})")
+        )
+    for carrier in CarrierShipment.objects.filter(idempotency_key__in=list(by_carrier_key)):
+        state = "cancelled" if carrier.cancelled else ("accepted" if carrier.accepted else f"rejected: {carrier.error}")
+        records[by_carrier_key[carrier.idempotency_key]].append(
+            ProviderRecord("carrier shipment", carrier.idempotency_key, f"{carrier.reference} ({state})")
+        )
+    for key, entry in steps.items():
+        entry.records = records.get(key, [])
+    return list(steps.values())
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def saga_id_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        return None
+
+
+@dataclass
+class MessageNode:
+    """One message of a saga and the messages it caused (their causation id is its id)."""
+
+    message: OutboxMessage
+    children: list["MessageNode"] = field(default_factory=list)
+    depth: int = 0
+
+
+def message_tree(*, correlation_id: str) -> list[MessageNode]:
+    """The saga's messages as a causality forest, in depth-first order of who caused whom.
+
+    Roots are messages caused by no message of this saga: the first command (caused by the
+    API request) and commands sent by the sweeper or an operator. A message whose cause was
+    purged by retention also becomes a root rather than disappearing.
+    """
+    from outbox.selectors import messages_of_correlation
+
+    messages = messages_of_correlation(correlation_id)
+    nodes = {str(message.message_id): MessageNode(message) for message in messages}
+    roots: list[MessageNode] = []
+    for message in messages:  # in id order: children keep the order they were written in
+        node = nodes[str(message.message_id)]
+        parent = nodes.get(message.causation_id) if message.causation_id else None
+        (parent.children if parent is not None and parent is not node else roots).append(node)
+    _set_depths(roots, 0)
+    return roots
+
+
+def _set_depths(nodes: list[MessageNode], depth: int) -> None:
+    stack = [(node, depth) for node in reversed(nodes)]
+    while stack:  # iterative: a long retry chain must not hit the recursion limit
+        node, level = stack.pop()
+        node.depth = level
+        stack.extend((child, level + 1) for child in reversed(node.children))
+
+
+def message_tree_rows(*, correlation_id: str) -> list[MessageNode]:
+    """:func:`message_tree` flattened depth first, for a table indented by depth."""
+    rows: list[MessageNode] = []
+    stack = list(reversed(message_tree(correlation_id=correlation_id)))
+    while stack:
+        node = stack.pop()
+        rows.append(node)
+        stack.extend(reversed(node.children))
+    return rows

@@ -1,0 +1,229 @@
+"""The console as an operator uses it, in a real headless Chromium against the live server,
+with the real worker: a saga gets stuck, the operator finds it on the dashboard, retries it
+with a reason, and watches it complete; and the dashboard as deployed (gunicorn, production
+settings), styled by the admin's stylesheet. Screenshots are kept in artifacts/.
+
+Skipped, saying why, where no Chromium is installed (CI installs Debian's package).
+"""
+
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.db import connection, connections
+
+from common.faults import faults_clear, faults_set
+from conftest import ARTIFACTS
+from console.models import AuditLog
+from console.operators import operators_group_ensure
+from devtools.processes import wait_for
+from orders.services import Customer, LineInput, order_place
+from outbox.relay import relay_drain
+from sagas.models import SagaInstance, SagaState
+from sagas.orchestrator import saga_sweep
+from sagas.tests.saga_states import ADDRESS, make_catalog
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.worker,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium binary (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def beat() -> Iterator[None]:
+    """What beat does in production, every half second: drain the outbox (delayed retries
+    included) and run the stuck-saga sweeper."""
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                relay_drain(max_seconds=2)
+                saga_sweep()
+                stop.wait(0.5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="test-beat", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls the test makes
+    # between browser steps are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+            # Under Playwright the test's queries run in another context, hence on another
+            # connection (Django's connections are context-local): close it, or it would keep
+            # the test database from being dropped.
+            connections.close_all()
+
+
+def test_operator_finds_a_stuck_saga_on_the_dashboard_retries_it_and_it_completes(
+    live_system, live_server, beat, browser
+):
+    make_catalog()
+    operator = get_user_model().objects.create_user("olga", password="olga-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", "olga-secret-1")
+    page.click("input[type=submit]")
+    page.click("#saga-dashboard-link")
+    assert "Nothing is stuck" in page.inner_text("#needs-operator")
+
+    faults_set(gateway_transient=1.0)  # the payment gateway goes down
+    order = order_place(
+        customer=Customer(email="ann@example.com", name="Ann"),
+        lines=[LineInput(sku="SKU-A", quantity=1)],
+        payment_token="tok_visa",
+        shipping_address=ADDRESS,
+    ).order
+    wait_for(
+        lambda: SagaInstance.objects.get(pk=order.saga_id).stuck,
+        timeout=60,
+        message=f"the saga was never flagged stuck\n{live_system.tail(20)}",
+    )
+    faults_clear()  # the gateway is back; the saga waits for an operator
+    short_id = str(order.saga_id)[:8]
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # The dashboard, left open, refreshes itself and shows the stuck saga without a reload.
+    stuck_row = page.locator("#attention-table tr.stuck-row", has_text=short_id)
+    stuck_row.wait_for(timeout=20_000)
+    assert "charge_payment" in stuck_row.inner_text() and "GatewayUnavailable" in stuck_row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    stuck_row.get_by_role("link", name=short_id).click()
+    assert page.inner_text("#saga-stuck") == "stuck"
+    page.click("#action-retry_step")
+    assert "same idempotency key" in page.inner_text("#action-preview")
+    page.fill("#id_reason", "gateway back after the outage (INC-42)")
+    page.click("#confirm-action")
+    assert "Retry the current step: done" in page.inner_text("ul.messagelist")
+
+    for _ in range(60):  # the operator reloads until the saga is through
+        if page.inner_text("#saga-state") == SagaState.COMPLETED:
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert page.inner_text("#saga-state") == SagaState.COMPLETED, live_system.tail(20)
+    assert "gateway back after the outage (INC-42)" in page.inner_text("#audit")
+    page.screenshot(path=str(ARTIFACTS / "saga_page.png"), full_page=True)
+
+    saga = SagaInstance.objects.get(pk=order.saga_id)
+    assert saga.state == SagaState.COMPLETED and not saga.stuck
+    audit = AuditLog.objects.get(saga=saga)
+    assert (audit.actor, audit.action, audit.reason) == (
+        operator,
+        "retry_step",
+        "gateway back after the outage (INC-42)",
+    )
+    order.refresh_from_db()
+    assert order.status == order.Status.CONFIRMED
+
+
+# Django's admin/css/base.css: #header { background: var(--header-bg) }, --header-bg: var(--secondary),
+# --secondary: #417690 (light theme). Unstyled, the header would be transparent.
+ADMIN_HEADER_BACKGROUND = "rgb(65, 118, 144)"
+
+
+def test_the_dashboard_served_as_deployed_has_the_admin_styles(production_web, browser, settings):
+    """gunicorn with the production settings (WhiteNoise, hashed names), not the test server:
+    the operator's dashboard is styled by the admin's stylesheet, which it fetched from gunicorn."""
+    # The password is checked by the production settings, which know nothing of the tests' fast
+    # MD5 hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    make_catalog()
+    operator = get_user_model().objects.create_user("petra", password="petra-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    base = f"http://127.0.0.1:{production_web.port}"
+
+    # The light theme, whatever the machine prefers: the colour checked below is the light one.
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="light")
+    page.set_default_timeout(15_000)
+    stylesheets: list[tuple[str, int]] = []
+
+    def note_stylesheet(response) -> None:
+        if response.request.resource_type == "stylesheet":
+            stylesheets.append((response.url, response.status))
+
+    page.on("response", note_stylesheet)
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "petra")
+    page.fill("#id_password", "petra-secret-1")
+    page.click("input[type=submit]")
+    page.click("#saga-dashboard-link")
+    page.locator("#needs-operator").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard_production.png"), full_page=True)
+
+    header_background = page.eval_on_selector("#header", "header => getComputedStyle(header).backgroundColor")
+    assert header_background == ADMIN_HEADER_BACKGROUND, (header_background, production_web.tail(20))
+    # The dashboard's own panels sit in the admin's .module boxes, which base.css gives a margin
+    # and a background; without it they fall back to the browser's defaults.
+    module_background = page.eval_on_selector("#needs-operator", "box => getComputedStyle(box).backgroundColor")
+    assert module_background not in ("rgba(0, 0, 0, 0)", "transparent"), module_background
+    # ... fetched from gunicorn itself, under its hashed name.
+    base_css = re.compile(rf"{re.escape(base)}/static/admin/css/base\.[0-9a-f]{{12}}\.css")
+    assert any(base_css.fullmatch(url) and status == 200 for url, status in stylesheets), stylesheets
+
+
+def test_the_api_docs_and_the_dashboard_run_under_the_content_security_policy(production_web, browser, settings):
+    """Swagger UI renders the operations, and the dashboard's refresh script runs, with the
+    policy enforced by Chromium and not one violation reported."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    operator = get_user_model().objects.create_user("csp-olga", password="olga-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    base = f"http://127.0.0.1:{production_web.port}"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(15_000)
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+
+    docs = page.goto(f"{base}/api/docs/")
+    assert "script-src 'self' 'nonce-" in docs.headers["content-security-policy"]
+    page.locator(".opblock-summary-path", has_text="/api/v1/orders/").first.wait_for()
+
+    page.goto(f"{base}/admin/login/?next=/admin/sagas/sagainstance/dashboard/")
+    page.fill("#id_username", "csp-olga")
+    page.fill("#id_password", "olga-secret-1")
+    page.click("input[type=submit]")
+    page.locator("#needs-operator").wait_for()
+    with page.expect_response(lambda response: "fragment=1" in response.url, timeout=30_000):
+        pass  # the inline refresh script, allowed by its nonce, fetched the panels
+    assert violations == [], violations

@@ -1,0 +1,70 @@
+"""The causality tree of a saga's messages: each message under the message that caused it,
+from the stored correlation and causation ids, and its section on the saga page."""
+
+import pytest
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from console.operators import operators_group_ensure
+from console.selectors import message_tree, message_tree_rows
+from outbox.models import OutboxMessage
+from sagas.models import SagaState
+from sagas.tests.pump import pump
+from sagas.tests.saga_states import make_catalog, place
+
+pytestmark = pytest.mark.django_db
+
+CHAIN = [
+    "charge_payment",
+    "saga_reply",
+    "reserve_stock",
+    "saga_reply",
+    "create_shipment",
+    "saga_reply",
+    "confirm_order",
+    "saga_reply",
+]
+
+
+def test_each_message_is_nested_under_the_message_that_caused_it():
+    make_catalog()
+    saga = place()
+    pump()
+    saga.refresh_from_db()
+    assert saga.state == SagaState.COMPLETED
+    roots = message_tree(correlation_id=str(saga.pk))
+    assert len(roots) == 1 and roots[0].message.causation_id == ""  # the API's transaction caused it
+    rows = message_tree_rows(correlation_id=str(saga.pk))
+    assert [(row.depth, row.message.type) for row in rows] == list(enumerate(CHAIN))
+    for parent, child in zip(rows, rows[1:], strict=False):
+        assert parent.children == [child]
+        assert child.message.causation_id == str(parent.message.message_id)
+
+
+def test_a_message_whose_cause_was_purged_becomes_a_root():
+    make_catalog()
+    saga = place()
+    pump()
+    OutboxMessage.objects.filter(correlation_id=str(saga.pk), type="charge_payment").delete()
+    rows = message_tree_rows(correlation_id=str(saga.pk))
+    assert [(row.depth, row.message.type) for row in rows] == list(enumerate(CHAIN[1:]))
+
+
+def test_the_saga_page_shows_the_causality_tree():
+    make_catalog()
+    saga = place()
+    pump()
+    user = get_user_model().objects.create_user("olga", password="pw", is_staff=True)
+    user.groups.add(operators_group_ensure(apps))
+    client = Client()
+    client.force_login(user)
+    page = client.get(reverse("admin:sagas_sagainstance_change", args=[saga.pk])).content.decode()
+    assert 'id="causality"' in page
+    section = page.split('id="causality"', 1)[1].split("</table>", 1)[0]
+    assert section.count('class="causality-row"') == len(CHAIN)
+    for depth in range(len(CHAIN)):
+        assert f'data-depth="{depth}"' in section
+    for message in OutboxMessage.objects.filter(correlation_id=str(saga.pk)):
+        assert str(message.message_id) in section
