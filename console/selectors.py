@@ -19,17 +19,20 @@ from django.utils import timezone
 from common.heartbeat import Liveness, liveness
 from console.models import AuditLog
 from inventory.models import Reservation, StockMovement
-from inventory.selectors import reservations_of_order
+from inventory.selectors import movements_of_reservations, reservations_of_order
+from inventory.selectors import records_of_step_keys as stock_records_of_step_keys
 from orders.models import Order
+from orders.selectors import order_with_lines_and_notices
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.selectors import Backlog, dead_letter_count, outbox_backlog
-from payments.models import GatewayCharge, LedgerEntry, Payment
-from payments.selectors import payment_summary_of_order
-from payments.services import provider_key
+from payments.models import LedgerEntry, Payment
+from payments.selectors import ledger_of_order, payment_summary_of_order, payments_of_order
+from payments.selectors import records_of_step_keys as payment_records_of_step_keys
 from sagas.definition import SagaDefinition, definition_for
 from sagas.models import SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.selectors import (
     ACTIVE_STATES,
+    KeyRecord,
     StateCount,
     Throughput,
     saga_active_counts,
@@ -37,8 +40,9 @@ from sagas.selectors import (
     saga_state_counts,
     saga_throughput,
 )
-from shipping.models import CarrierShipment, Shipment
-from shipping.services import carrier_key
+from shipping.models import Shipment
+from shipping.selectors import records_of_step_keys as shipping_records_of_step_keys
+from shipping.selectors import shipments_of_order
 
 # The columns the dashboard's lists show; loading only these keeps the rows small.
 _LIST_FIELDS = (
@@ -140,22 +144,13 @@ class MessageRow:
     dead_letters: list[DeadLetter]
 
 
-@dataclass(frozen=True)
-class ProviderRecord:
-    """Something a key led to in a context or at a provider, for the lineage."""
-
-    what: str
-    key: str
-    reference: str
-
-
 @dataclass
 class LineageStep:
     step: str
     phase: str
     key: str
     attempts: list[SagaStep] = field(default_factory=list)
-    records: list[ProviderRecord] = field(default_factory=list)
+    records: list[KeyRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -265,33 +260,25 @@ def _with_handlers(messages: list[OutboxMessage], dead_letters: list[DeadLetter]
 
 
 def _order_context(saga: SagaInstance) -> OrderContext | None:
+    """The order and what each context holds for it, each read through that context's
+    selectors."""
     if saga.aggregate != "order":
         return None
-    order = (
-        Order.objects.select_related("client")
-        .prefetch_related("lines", "notifications")
-        .filter(pk=_int_or_none(saga.aggregate_id))
-        .first()
-    )
+    order = order_with_lines_and_notices(order_id=_int_or_none(saga.aggregate_id))
     if order is None:
         return None
-    ledger = list(LedgerEntry.objects.filter(order_id=order.pk).order_by("id"))
     money = payment_summary_of_order(order_id=order.pk)
     reservations = reservations_of_order(order.pk)
     return OrderContext(
         order=order,
         lines=list(order.lines.all()),
         notifications=list(order.notifications.all()),
-        payments=list(Payment.objects.filter(order_id=order.pk).order_by("id")),
-        ledger=ledger,
+        payments=payments_of_order(order_id=order.pk),
+        ledger=ledger_of_order(order_id=order.pk),
         net_charged=money.amount_charged - money.amount_refunded,
         reservations=reservations,
-        movements=list(
-            StockMovement.objects.filter(reservation__in=[r.pk for r in reservations])
-            .select_related("product")
-            .order_by("id")
-        ),
-        shipments=list(Shipment.objects.filter(order_id=order.pk).order_by("id")),
+        movements=movements_of_reservations([r.pk for r in reservations]),
+        shipments=shipments_of_order(order_id=order.pk),
     )
 
 
@@ -307,36 +294,14 @@ def _lineage(attempts: list[SagaStep], order: OrderContext | None) -> list[Linea
     keys = list(steps)
     if not keys:
         return []
-    records: dict[str, list[ProviderRecord]] = defaultdict(list)
-    if order is not None:
-        for payment in order.payments:
-            records[payment.idempotency_key].append(
-                ProviderRecord("payment", payment.idempotency_key, f"#{payment.pk} {payment.status}")
-            )
-        for reservation in order.reservations:
-            records[reservation.idempotency_key].append(
-                ProviderRecord("reservation", reservation.idempotency_key, f"#{reservation.pk} {reservation.status}")
-            )
-        for shipment in order.shipments:
-            records[shipment.idempotency_key].append(
-                ProviderRecord("shipment", shipment.idempotency_key, f"#{shipment.pk} {shipment.status}")
-            )
-    by_provider_key = {provider_key(key): key for key in keys}
-    by_carrier_key = {carrier_key(key): key for key in keys}
-    for entry in LedgerEntry.objects.filter(idempotency_key__in=list(by_provider_key)):
-        records[by_provider_key[entry.idempotency_key]].append(
-            ProviderRecord(f"ledger {entry.kind}", entry.idempotency_key, entry.provider_reference)
-        )
-    for charge in GatewayCharge.objects.filter(idempotency_key__in=list(by_provider_key)):
-        outcome = "succeeded" if charge.succeeded else f"failed: {charge.error}"
-        records[by_provider_key[charge.idempotency_key]].append(
-            ProviderRecord(f"gateway {charge.kind}", charge.idempotency_key, f"{charge.transaction_id} ({outcome})")
-        )
-    for carrier in CarrierShipment.objects.filter(idempotency_key__in=list(by_carrier_key)):
-        state = "cancelled" if carrier.cancelled else ("accepted" if carrier.accepted else f"rejected: {carrier.error}")
-        records[by_carrier_key[carrier.idempotency_key]].append(
-            ProviderRecord("carrier shipment", carrier.idempotency_key, f"{carrier.reference} ({state})")
-        )
+    records: dict[str, list[KeyRecord]] = defaultdict(list)
+    # Each context answers for what the keys led to in it and at its provider.
+    for record in (
+        *payment_records_of_step_keys(keys),
+        *stock_records_of_step_keys(keys),
+        *shipping_records_of_step_keys(keys),
+    ):
+        records[record.step_key].append(record)
     for key, entry in steps.items():
         entry.records = records.get(key, [])
     return list(steps.values())

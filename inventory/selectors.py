@@ -3,7 +3,8 @@
 from django.db import connection
 from django.db.models import F, QuerySet
 
-from inventory.models import Product, Reservation
+from inventory.models import Product, Reservation, StockMovement
+from sagas.selectors import KeyRecord
 
 _PRODUCT_NAMES = [field.attname for field in Product._meta.concrete_fields]
 # Every order placement reads the catalog: one statement prepared once, not a query compiled anew.
@@ -33,3 +34,20 @@ def product_list() -> QuerySet[Product]:
 
 def reservations_of_order(order_id: int) -> list[Reservation]:
     return list(Reservation.objects.filter(order_id=order_id).prefetch_related("lines__product"))
+
+
+def movements_of_reservations(reservation_ids: list[int]) -> list[StockMovement]:
+    return list(StockMovement.objects.filter(reservation__in=reservation_ids).select_related("product").order_by("id"))
+
+
+def records_of_step_keys(step_keys: list[str]) -> list[KeyRecord]:
+    """What the steps' keys led to here: reservations."""
+    return [
+        KeyRecord(
+            reservation.idempotency_key,
+            "reservation",
+            reservation.idempotency_key,
+            f"#{reservation.pk} {reservation.status}",
+        )
+        for reservation in Reservation.objects.filter(idempotency_key__in=step_keys).order_by("id")
+    ]

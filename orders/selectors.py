@@ -111,6 +111,13 @@ def order_get(*, client: AbstractBaseUser, order_id: int) -> Order | None:
     return Order.objects.filter(client=client, pk=order_id).first()
 
 
+def order_with_lines_and_notices(*, order_id: int | None) -> Order | None:
+    """The order with its client, lines and notifications, for the operators' saga page."""
+    if order_id is None:
+        return None
+    return Order.objects.select_related("client").prefetch_related("lines", "notifications").filter(pk=order_id).first()
+
+
 @contextmanager
 def read_snapshot() -> Iterator[None]:
     """Run the reads inside in one REPEATABLE READ, read-only transaction: they all see the

@@ -4,7 +4,9 @@ from dataclasses import dataclass
 
 from django.db.models import Sum
 
-from payments.models import LedgerEntry, Payment
+from payments.models import GatewayCharge, LedgerEntry, Payment
+from payments.services import provider_key
+from sagas.selectors import KeyRecord
 
 NO_PAYMENT = "none"
 
@@ -34,3 +36,41 @@ def payment_summary_of_order(*, order_id: int) -> PaymentSummary:
         amount_charged=totals.get(LedgerEntry.Kind.CHARGE, 0),
         amount_refunded=totals.get(LedgerEntry.Kind.REFUND, 0),
     )
+
+
+def payments_of_order(*, order_id: int) -> list[Payment]:
+    return list(Payment.objects.filter(order_id=order_id).order_by("id"))
+
+
+def ledger_of_order(*, order_id: int) -> list[LedgerEntry]:
+    return list(LedgerEntry.objects.filter(order_id=order_id).order_by("id"))
+
+
+def records_of_step_keys(step_keys: list[str]) -> list[KeyRecord]:
+    """What the steps' keys led to here: payments, ledger entries, and the gateway's calls
+    (whose keys are derived from the step's, see ``provider_key``)."""
+    records = [
+        KeyRecord(payment.idempotency_key, "payment", payment.idempotency_key, f"#{payment.pk} {payment.status}")
+        for payment in Payment.objects.filter(idempotency_key__in=step_keys).order_by("id")
+    ]
+    by_provider_key = {provider_key(key): key for key in step_keys}
+    for entry in LedgerEntry.objects.filter(idempotency_key__in=list(by_provider_key)).order_by("id"):
+        records.append(
+            KeyRecord(
+                by_provider_key[entry.idempotency_key],
+                f"ledger {entry.kind}",
+                entry.idempotency_key,
+                entry.provider_reference,
+            )
+        )
+    for charge in GatewayCharge.objects.filter(idempotency_key__in=list(by_provider_key)).order_by("id"):
+        outcome = "succeeded" if charge.succeeded else f"failed: {charge.error}"
+        records.append(
+            KeyRecord(
+                by_provider_key[charge.idempotency_key],
+                f"gateway {charge.kind}",
+                charge.idempotency_key,
+                f"{charge.transaction_id} ({outcome})",
+            )
+        )
+    return records

@@ -14,6 +14,18 @@ from sagas.models import SagaInstance, SagaState, SagaStep
 ACTIVE_STATES = (SagaState.RUNNING, SagaState.COMPENSATING)
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    """Something a step's idempotency key led to in a context or at a provider (a payment, a
+    ledger entry, a gateway charge, a carrier shipment): each context answers for its own,
+    keyed by the step key it was derived from, and the console's saga page lists them."""
+
+    step_key: str
+    what: str
+    key: str
+    reference: str
+
+
 def saga_with_timeline(*, saga_id: object) -> SagaInstance | None:
     """The saga with its step log (every attempt, oldest first) prefetched, or None."""
     return (
