@@ -12,7 +12,6 @@ from django.db import connection, transaction
 
 from config.faults import fault_fires, injected_latency
 from config.rows import mark_inserted
-from outbox.exceptions import TransientError
 from payments.models import GatewayCharge
 
 
@@ -26,11 +25,11 @@ class GatewayResponse:
     error: str = ""
 
 
-class GatewayTimeout(TransientError):
+class GatewayTimeout(RuntimeError):
     """No answer in time: the charge may or may not have happened. Retry with the same key."""
 
 
-class GatewayUnavailable(TransientError):
+class GatewayUnavailable(RuntimeError):
     """A 5xx or a refused connection: nothing happened. Retry with the same key."""
 
 

@@ -21,6 +21,7 @@ from sagas.operations import saga_position
 from sagas.operators import operators_group_ensure
 from sagas.orchestrator import saga_sweep
 from sagas.tests.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
+from testing.messages import sent_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -342,7 +343,7 @@ def _dead_letter(saga: SagaInstance) -> DeadLetter:
         message_id=str(command.message_id),
         type=command.type,
         correlation_id=str(saga.pk),
-        envelope=command.envelope(),
+        envelope=sent_envelope(command),
         reason="GatewayUnavailable: gateway answered 503",
     )
 

@@ -42,6 +42,7 @@ from sagas.tests.saga_states import (
     stuck,
     stuck_past_pivot,
 )
+from testing.messages import sent_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -170,7 +171,7 @@ def test_compensating_a_stuck_saga_undoes_the_step_that_never_answered_and_refus
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
 
     # The lost charge command turns up after all: the tombstone stops it before the gateway.
-    deliver(signed({**lost_command.envelope(), "message_id": str(uuid.uuid4())}))  # a copy the system sent
+    deliver(signed({**sent_envelope(lost_command), "message_id": str(uuid.uuid4())}))  # a copy the system sent
     assert not GatewayCharge.objects.filter(kind="charge").exists()
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
     saga.refresh_from_db()
@@ -259,10 +260,10 @@ def test_a_copy_in_flight_when_the_step_is_done_by_hand_changes_nothing(catalog,
     by_hand = OutboxMessage.objects.filter(correlation_id=str(saga.pk), type="charge_payment").last()
     # The record by hand is handled first (in the operator's process, after the commit)...
     OutboxMessage.objects.filter(pk=by_hand.pk).update(published_at=timezone.now())
-    deliver(by_hand.envelope())
+    deliver(sent_envelope(by_hand))
     # ...then the copy that was in flight: it answers the recorded outcome, without the gateway.
     OutboxMessage.objects.filter(pk=in_flight.pk).update(published_at=timezone.now())
-    deliver(in_flight.envelope())
+    deliver(sent_envelope(in_flight))
     settle()
 
     saga.refresh_from_db()
@@ -362,7 +363,7 @@ def _dead_letter(saga: SagaInstance, **fields) -> DeadLetter:
         message_id=str(command.message_id),
         type=command.type,
         correlation_id=str(saga.pk),
-        envelope=command.envelope(),
+        envelope=sent_envelope(command),
         reason="GatewayUnavailable: gateway answered 503",
         attempts=3,
         **fields,
