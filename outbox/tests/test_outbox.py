@@ -157,11 +157,13 @@ def test_a_poison_dead_letter_without_a_message_id_cannot_be_replayed():
 
 
 def test_backlog_counts_unpublished_messages_and_their_age():
-    _publish()
-    _publish()
+    oldest, newer = _publish(), _publish()
+    now = timezone.now()
+    OutboxMessage.objects.filter(pk=oldest.pk).update(created_at=now - timedelta(seconds=30))
+    OutboxMessage.objects.filter(pk=newer.pk).update(created_at=now - timedelta(seconds=5))
     backlog = outbox_backlog()
     assert backlog.count == 2
-    assert backlog.oldest_age_seconds >= 0
+    assert 30 <= backlog.oldest_age_seconds < 40, "the age of the oldest unpublished message"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from orders.models import Order
@@ -85,6 +85,9 @@ SERVICES = {
     ("state", "action"), [(state, action) for state in MATRIX for action in MATRIX[state]], ids=lambda v: v
 )
 def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, operator, state, action):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")  # the database's clock, which stamps the audit log
+        (started_at,) = cursor.fetchone()
     saga = STATES[state]()
     before = (saga.state, saga.current_step, saga.attempt, saga.stuck)
     events_before = SagaEvent.objects.filter(saga=saga).count()
@@ -104,7 +107,7 @@ def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, op
         assert (saga.state, saga.current_step, saga.attempt, saga.stuck) == before, "a refusal changes nothing"
         assert SagaEvent.objects.filter(saga=saga).count() == events_before
     assert (audit.actor, audit.actor_name, audit.action, audit.reason) == (operator, "olga", action, REASON)
-    assert audit.created_at is not None
+    assert started_at <= audit.created_at <= timezone.now(), "stamped when the action was taken"
 
 
 def test_refusals_say_why_in_words_an_operator_understands(catalog, operator):
