@@ -15,8 +15,8 @@ from payments.models import GatewayCharge
 from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.models import SagaState
 from sagas.operations import saga_mark_step_done
-from sagas.tests.saga_states import make_catalog, place, settle, stuck
 from testing.messages import sent_envelope
+from testing.saga_states import make_catalog, place, settle, stuck
 
 pytestmark = pytest.mark.django_db
 

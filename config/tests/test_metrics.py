@@ -9,11 +9,11 @@ from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from orders.models import Order
-from orders.tests.storefront import make_api_client, new_key, order_body, place_order, stock_catalog
 from outbox.consumer import deliver
 from outbox.models import OutboxMessage
-from sagas.tests.pump import pump
 from testing.messages import sent_envelope
+from testing.pump import pump
+from testing.storefront import make_api_client, new_key, order_body, place_order, stock_catalog
 
 pytestmark = pytest.mark.django_db
 

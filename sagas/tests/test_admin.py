@@ -20,8 +20,8 @@ from sagas.models import AuditLog, SagaInstance, SagaState
 from sagas.operations import saga_position
 from sagas.operators import operators_group_ensure
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
 from testing.messages import sent_envelope
+from testing.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
 
 pytestmark = pytest.mark.django_db
 

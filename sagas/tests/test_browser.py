@@ -29,7 +29,7 @@ from outbox.relay import relay_drain
 from sagas.models import AuditLog, SagaInstance, SagaState
 from sagas.operators import operators_group_ensure
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import ADDRESS, make_catalog
+from testing.saga_states import ADDRESS, make_catalog
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

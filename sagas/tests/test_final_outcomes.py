@@ -27,9 +27,9 @@ from payments.models import GatewayCharge, LedgerEntry
 from sagas.models import SagaInstance, SagaState
 from sagas.operations import saga_compensate, saga_mark_step_done
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import make_catalog, place, settle
 from shipping.models import CarrierShipment
 from testing.messages import sent_envelope
+from testing.saga_states import make_catalog, place, settle
 
 REASON = "provider outage (INC-7)"
 PRICE = 4500

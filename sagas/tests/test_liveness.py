@@ -20,7 +20,7 @@ from orders.services import Customer, LineInput, order_place
 from outbox.relay import relay_batch
 from sagas.models import SagaInstance
 from sagas.operators import operators_group_ensure
-from sagas.tests.saga_states import make_catalog
+from testing.saga_states import make_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

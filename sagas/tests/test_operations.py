@@ -31,7 +31,8 @@ from sagas.operations import (
     saga_retry_step,
 )
 from sagas.operators import OPERATOR_PERMISSIONS, OPERATORS_GROUP, operators_group_ensure
-from sagas.tests.saga_states import (
+from testing.messages import sent_envelope
+from testing.saga_states import (
     STATES,
     completed,
     failed,
@@ -42,7 +43,6 @@ from sagas.tests.saga_states import (
     stuck,
     stuck_past_pivot,
 )
-from testing.messages import sent_envelope
 
 pytestmark = pytest.mark.django_db
 

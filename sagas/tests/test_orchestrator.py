@@ -20,8 +20,8 @@ from sagas.definition import Command, SagaDefinition, Step, StepKind, register_d
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
 from sagas.models import Outcome, SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.orchestrator import saga_sweep
-from sagas.tests.pump import pump
 from testing.messages import sent_envelope
+from testing.pump import pump
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 
@@ -205,7 +205,7 @@ def test_a_reply_for_an_unknown_or_malformed_saga_is_recorded_and_changes_nothin
 
 
 def test_an_earlier_attempts_decision_moves_the_saga_on_without_waiting_for_the_resent_copy(catalog):
-    from sagas.tests.saga_states import place, reply
+    from testing.saga_states import place, reply
 
     saga = place()
     OutboxMessage.objects.update(published_at=timezone.now())  # handed to the broker, and slow
