@@ -1,0 +1,1 @@
+"""What every app uses and that imports nothing of ours."""

@@ -7,7 +7,3 @@ class PoisonMessage(ValueError):
 
     Retrying it is pointless, so it goes straight to a dead letter with this reason.
     """
-
-
-class TransientError(RuntimeError):
-    """A failure worth retrying: a timeout, a 5xx, a dropped connection."""

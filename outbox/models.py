@@ -3,8 +3,6 @@ import uuid
 from django.db import models
 from django.db.models.functions import Now
 
-from outbox.signing import signed
-
 
 class OutboxMessage(models.Model):
     """A message written in the same transaction as the change that causes it.
@@ -50,25 +48,6 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} -> {self.destination} ({self.message_id})"
-
-    def envelope(self) -> dict:
-        """The message as the relay sends it, signed (outbox.signing): this row is ours, and
-        what is delivered in process from it is authentic like what the relay sends."""
-        return signed(
-            {
-                "message_id": str(self.message_id),
-                "type": self.type,
-                "destination": self.destination,
-                "aggregate": self.aggregate,
-                "aggregate_id": self.aggregate_id,
-                "correlation_id": self.correlation_id,
-                "causation_id": self.causation_id,
-                "traceparent": self.traceparent,
-                "created_at": self.created_at.isoformat(),
-                "payload": self.payload,
-                "headers": self.headers,
-            }
-        )
 
 
 class InboxMessage(models.Model):

@@ -2,13 +2,13 @@
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from outbox.models import DeadLetter, InboxMessage, OutboxMessage
+from outbox.models import DeadLetter, OutboxMessage
 from outbox.publishing import nudge_relay
 from outbox.signing import NOT_AUTHENTIC
 
@@ -71,28 +71,6 @@ def _requeue(message_id: uuid.UUID, envelope: dict) -> OutboxMessage:
     )
 
 
-def messages_replay(
-    *,
-    correlation_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> int:
-    """Publish chosen messages again (by correlation id and/or a time range); returns the count."""
-    if correlation_id is None and since is None and until is None:
-        raise ValueError("name a correlation id or a time range to replay")
-    queryset = OutboxMessage.objects.filter(published_at__isnull=False)
-    if correlation_id is not None:
-        queryset = queryset.filter(correlation_id=correlation_id)
-    if since is not None:
-        queryset = queryset.filter(created_at__gte=since)
-    if until is not None:
-        queryset = queryset.filter(created_at__lt=until)
-    with transaction.atomic():
-        count = queryset.update(published_at=None, available_at=timezone.now())
-        transaction.on_commit(nudge_relay)
-    return count
-
-
 def retention_purge(*, older_than: timedelta | None = None, batch_size: int = 5000) -> dict[str, int]:
     """Delete published outbox rows and inbox rows past retention, a small batch per transaction.
 
@@ -122,8 +100,3 @@ def retention_purge(*, older_than: timedelta | None = None, batch_size: int = 50
     if any(purged.values()):
         logger.info("retention purge", extra=purged)
     return purged
-
-
-def inbox_forget(*, consumer: str, message_id: str) -> None:
-    """Used by tests and operators to make a consumer forget it handled a message."""
-    InboxMessage.objects.filter(consumer=consumer, message_id=message_id).delete()

@@ -13,9 +13,9 @@ they were sent with) have drained.
 Where it is added and checked:
 
 - The relay signs each envelope it hands to the broker (``relay._send``, whichever transport:
-  the hand-written Redis documents and ``send_task`` alike), and ``OutboxMessage.envelope()``
-  returns a signed envelope: both are the system's own outbox rows, and the second is what
-  tests and tools deliver in process.
+  the hand-written Redis documents and ``send_task`` alike): they are the system's own outbox
+  rows. Tests and tools that deliver by hand sign the relay's envelope the same way
+  (``testing.messages.sent_envelope``).
 - ``consumer.deliver`` verifies before it parses anything, so the Celery task, whatever queue
   or producer it came from, cannot skip it. The one exception is ``deliver(local=True)``:
   ``relay.deliver_committed_locally`` reads the rows from our own outbox table inside the very

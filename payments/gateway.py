@@ -12,7 +12,6 @@ from django.db import connection, transaction
 
 from common.faults import fault_fires, injected_latency
 from common.rows import mark_inserted
-from outbox.exceptions import TransientError
 from payments.models import GatewayCharge
 
 
@@ -26,11 +25,11 @@ class GatewayResponse:
     error: str = ""
 
 
-class GatewayTimeout(TransientError):
+class GatewayTimeout(RuntimeError):
     """No answer in time: the charge may or may not have happened. Retry with the same key."""
 
 
-class GatewayUnavailable(TransientError):
+class GatewayUnavailable(RuntimeError):
     """A 5xx or a refused connection: nothing happened. Retry with the same key."""
 
 
@@ -64,9 +63,7 @@ class FakeGateway:
     Faults (latency, transient errors, timeouts after charging) come from common.faults."""
 
     def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> GatewayResponse:
-        injected_latency()
-        if fault_fires("gateway_transient"):
-            raise GatewayUnavailable("gateway answered 503")
+        _answer_or_fail("gateway_transient")
         if token in SUCCESS_TOKENS:
             succeeded, error = True, ""
         else:
@@ -87,9 +84,7 @@ class FakeGateway:
     def refund(
         self, *, idempotency_key: str, charge_transaction_id: str, amount: int, currency: str
     ) -> GatewayResponse:
-        injected_latency()
-        if fault_fires("gateway_transient") or fault_fires("gateway_refund_transient"):
-            raise GatewayUnavailable("gateway answered 503")
+        _answer_or_fail("gateway_transient", "gateway_refund_transient")
         # The charge's row is locked while its refunds are looked at: a charge is refunded
         # once, whoever asks and under whichever key, as a real provider refuses to refund
         # more than it charged.
@@ -164,6 +159,14 @@ _RECORD_SQL = """
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, created_at
 """
+
+
+def _answer_or_fail(*faults: str) -> None:
+    """What every call goes through before it reaches the book: the injected latency, then a
+    503 when one of ``faults`` fires (checked in order, the first that fires is enough)."""
+    injected_latency()
+    if any(fault_fires(fault) for fault in faults):
+        raise GatewayUnavailable("gateway answered 503")
 
 
 def _response(record: GatewayCharge) -> GatewayResponse:

@@ -3,7 +3,6 @@ these functions record their results."""
 
 from django.db.models.functions import Now
 
-from outbox.exceptions import TransientError
 from payments.gateway import GatewayResponse
 from payments.models import LedgerEntry, Payment
 from sagas.exceptions import BusinessFailure
@@ -126,7 +125,7 @@ def payment_record_refund(
                 f"charge {payment.provider_charge_id} is not known to the gateway, so it cannot be refunded"
                 " through it: refund it by hand"
             )
-        raise TransientError("the charge was recorded while it was being refunded; refunding again")
+        raise RuntimeError("the charge was recorded while it was being refunded; refunding again")
     _book(
         payment,
         LedgerEntry.Kind.REFUND,

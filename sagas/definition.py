@@ -15,7 +15,6 @@ from typing import Any
 
 class StepKind(StrEnum):
     COMPENSATABLE = "compensatable"
-    PIVOT = "pivot"
     RETRIABLE = "retriable"
 
 

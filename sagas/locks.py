@@ -2,7 +2,6 @@
 transactions locking several sagas can never deadlock."""
 
 import uuid
-from collections.abc import Iterable
 
 from django.db import connection
 
@@ -23,7 +22,3 @@ def lock_saga(saga_id: object) -> SagaInstance:
     if row is None:
         raise SagaInstance.DoesNotExist(f"no saga {pk}")
     return saga_from_row(row)
-
-
-def lock_sagas(saga_ids: Iterable[object]) -> list[SagaInstance]:
-    return list(SagaInstance.objects.select_for_update().filter(pk__in=list(saga_ids)).order_by("pk"))

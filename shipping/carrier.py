@@ -7,7 +7,6 @@ from typing import Any, Protocol
 from django.db import connection
 
 from common.faults import fault_fires, injected_latency
-from outbox.exceptions import TransientError
 from shipping.models import CarrierShipment
 
 SERVED_COUNTRIES = frozenset(
@@ -23,7 +22,7 @@ class CarrierResponse:
     error: str = ""
 
 
-class CarrierUnavailable(TransientError):
+class CarrierUnavailable(RuntimeError):
     pass
 
 

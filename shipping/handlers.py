@@ -7,7 +7,6 @@ from opentelemetry.trace import SpanKind
 
 from common import tracing
 from outbox.consumer import register
-from outbox.exceptions import TransientError
 from outbox.messages import Message
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
@@ -124,7 +123,7 @@ def cancel(message: Message, cancelled_at_carrier: bool) -> dict[str, Any]:
         if not cancelled_at_carrier:
             # Booked at the carrier after our cancel call found nothing there: deliver again,
             # so that the booking is cancelled before our books say so.
-            raise TransientError("the shipment was booked while it was being cancelled; cancelling again")
+            raise RuntimeError("the shipment was booked while it was being cancelled; cancelling again")
     shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
     return {"cancelled_shipment_id": shipment.pk}
 

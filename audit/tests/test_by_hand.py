@@ -15,7 +15,8 @@ from payments.gateway import FakeGateway
 from payments.models import GatewayCharge
 from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.models import SagaState
-from sagas.tests.saga_states import make_catalog, place, settle, stuck
+from testing.messages import sent_envelope
+from testing.saga_states import make_catalog, place, settle, stuck
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +65,7 @@ def test_a_charge_by_hand_that_lost_to_a_copy_in_flight_and_was_refunded_is_cons
     charge_id = _console_charge()
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason="gateway outage", evidence=f"charged {charge_id}")
     OutboxMessage.objects.filter(pk=in_flight.pk).update(published_at=in_flight.created_at)
-    deliver(in_flight.envelope())
+    deliver(sent_envelope(in_flight))
     settle()
 
     assert GatewayCharge.objects.filter(kind="refund", charge_transaction_id=charge_id).count() == 1

@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from audit.models import Violation
 from audit.services import audit_run
-from audit.tests import scenarios
 from inventory.models import Product, Reservation, StockLevel
 from inventory.services import LineRequest, product_upsert, stock_reserve
 from orders.models import Notification, Order, OrderLine
@@ -23,6 +22,7 @@ from payments.models import GatewayCharge, LedgerEntry, Payment
 from sagas.models import Phase, SagaInstance
 from shipping.models import CarrierShipment, Shipment
 from shipping.services import carrier_key
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.db.models import F
 
-from audit.tests import scenarios
 from inventory.models import StockLevel
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,10 @@ from django.db.models import F
 from audit.models import Violation
 from audit.selectors import open_violations, violation_counts
 from audit.services import audit_run
-from audit.tests import scenarios
 from console import health
 from inventory.models import StockLevel
 from shipping.models import Shipment
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db
 

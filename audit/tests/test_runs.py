@@ -15,7 +15,6 @@ from django_celery_beat.models import PeriodicTask
 from audit.models import AuditRun, StockCheckpoint, Violation
 from audit.services import audit_run
 from audit.tasks import run as audit_task
-from audit.tests import scenarios
 from devtools.processes import database_url
 from inventory.models import Product, StockLevel
 from inventory.services import stock_receive
@@ -23,6 +22,7 @@ from orders.models import Notification, Order
 from payments.models import GatewayCharge
 from sagas.models import SagaInstance
 from shipping.models import CarrierShipment, Shipment
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db
 

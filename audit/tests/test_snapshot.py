@@ -11,8 +11,8 @@ from django.db.models import F
 from audit import checks
 from audit.models import AuditRun, Violation
 from audit.services import audit_run
-from audit.tests import scenarios
 from inventory.models import StockLevel
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

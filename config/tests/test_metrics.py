@@ -9,10 +9,11 @@ from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from orders.models import Order
-from orders.tests.storefront import make_api_client, new_key, order_body, place_order, stock_catalog
 from outbox.consumer import deliver
 from outbox.models import OutboxMessage
-from sagas.tests.pump import pump
+from testing.messages import sent_envelope
+from testing.pump import pump
+from testing.storefront import make_api_client, new_key, order_body, place_order, stock_catalog
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def test_counters_move_by_the_orders_placed_and_the_duplicate_absorbed():
     pump()
     assert Order.objects.filter(status=Order.Status.CONFIRMED).count() == 3
     charge = OutboxMessage.objects.filter(type="charge_payment").order_by("id").first()
-    assert deliver(charge.envelope()) == "duplicate"
+    assert deliver(sent_envelope(charge)) == "duplicate"
 
     after = scrape()
 

@@ -1,7 +1,7 @@
 """Tracing: one order is one trace, from the API request through every message to the email,
 linked parent to child across the outbox; log lines carry the trace and span ids.
 
-The saga runs in this process (sagas/tests/pump.py delivers each message through the same
+The saga runs in this process (testing/pump.py delivers each message through the same
 consumer wrapper a worker uses), with an in-memory exporter added to the process' provider.
 """
 
@@ -19,9 +19,9 @@ from opentelemetry.trace import SpanKind
 from common import tracing
 from common.logging import ContextFilter, JsonFormatter
 from orders.models import Order
-from orders.tests.storefront import make_api_client, place_order, stock_catalog
 from outbox.models import OutboxMessage
-from sagas.tests.pump import pump
+from testing.pump import pump
+from testing.storefront import make_api_client, place_order, stock_catalog
 
 pytestmark = pytest.mark.django_db
 

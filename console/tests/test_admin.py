@@ -21,7 +21,8 @@ from console.operators import operators_group_ensure
 from outbox.models import DeadLetter, OutboxMessage
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
+from testing.messages import sent_envelope
+from testing.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
 
 pytestmark = pytest.mark.django_db
 
@@ -343,7 +344,7 @@ def _dead_letter(saga: SagaInstance) -> DeadLetter:
         message_id=str(command.message_id),
         type=command.type,
         correlation_id=str(saga.pk),
-        envelope=command.envelope(),
+        envelope=sent_envelope(command),
         reason="GatewayUnavailable: gateway answered 503",
     )
 

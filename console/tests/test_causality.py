@@ -11,8 +11,8 @@ from console.operators import operators_group_ensure
 from console.selectors import message_tree, message_tree_rows
 from outbox.models import OutboxMessage
 from sagas.models import SagaState
-from sagas.tests.pump import pump
-from sagas.tests.saga_states import make_catalog, place
+from testing.pump import pump
+from testing.saga_states import make_catalog, place
 
 pytestmark = pytest.mark.django_db
 

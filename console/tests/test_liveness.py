@@ -20,7 +20,7 @@ from devtools.processes import wait_for
 from orders.services import Customer, LineInput, order_place
 from outbox.relay import relay_batch
 from sagas.models import SagaInstance
-from sagas.tests.saga_states import make_catalog
+from testing.saga_states import make_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

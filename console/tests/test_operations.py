@@ -8,7 +8,7 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from console.models import AuditLog
@@ -32,7 +32,8 @@ from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.exceptions import SagaActionRefused
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
-from sagas.tests.saga_states import (
+from testing.messages import sent_envelope
+from testing.saga_states import (
     STATES,
     completed,
     failed,
@@ -85,6 +86,9 @@ SERVICES = {
     ("state", "action"), [(state, action) for state in MATRIX for action in MATRIX[state]], ids=lambda v: v
 )
 def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, operator, state, action):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")  # the database's clock, which stamps the audit log
+        (started_at,) = cursor.fetchone()
     saga = STATES[state]()
     before = (saga.state, saga.current_step, saga.attempt, saga.stuck)
     events_before = SagaEvent.objects.filter(saga=saga).count()
@@ -104,7 +108,7 @@ def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, op
         assert (saga.state, saga.current_step, saga.attempt, saga.stuck) == before, "a refusal changes nothing"
         assert SagaEvent.objects.filter(saga=saga).count() == events_before
     assert (audit.actor, audit.actor_name, audit.action, audit.reason) == (operator, "olga", action, REASON)
-    assert audit.created_at is not None
+    assert started_at <= audit.created_at <= timezone.now(), "stamped when the action was taken"
 
 
 def test_refusals_say_why_in_words_an_operator_understands(catalog, operator):
@@ -171,7 +175,7 @@ def test_compensating_a_stuck_saga_undoes_the_step_that_never_answered_and_refus
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
 
     # The lost charge command turns up after all: the tombstone stops it before the gateway.
-    deliver(signed({**lost_command.envelope(), "message_id": str(uuid.uuid4())}))  # a copy the system sent
+    deliver(signed({**sent_envelope(lost_command), "message_id": str(uuid.uuid4())}))  # a copy the system sent
     assert not GatewayCharge.objects.filter(kind="charge").exists()
     assert Payment.objects.get(order_id=order.pk).status == Payment.Status.VOIDED
     saga.refresh_from_db()
@@ -260,10 +264,10 @@ def test_a_copy_in_flight_when_the_step_is_done_by_hand_changes_nothing(catalog,
     by_hand = OutboxMessage.objects.filter(correlation_id=str(saga.pk), type="charge_payment").last()
     # The record by hand is handled first (in the operator's process, after the commit)...
     OutboxMessage.objects.filter(pk=by_hand.pk).update(published_at=timezone.now())
-    deliver(by_hand.envelope())
+    deliver(sent_envelope(by_hand))
     # ...then the copy that was in flight: it answers the recorded outcome, without the gateway.
     OutboxMessage.objects.filter(pk=in_flight.pk).update(published_at=timezone.now())
-    deliver(in_flight.envelope())
+    deliver(sent_envelope(in_flight))
     settle()
 
     saga.refresh_from_db()
@@ -363,7 +367,7 @@ def _dead_letter(saga: SagaInstance, **fields) -> DeadLetter:
         message_id=str(command.message_id),
         type=command.type,
         correlation_id=str(saga.pk),
-        envelope=command.envelope(),
+        envelope=sent_envelope(command),
         reason="GatewayUnavailable: gateway answered 503",
         attempts=3,
         **fields,

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from inventory.models import Product
-from orders.tests.storefront import make_api_client, stock_catalog
+from testing.storefront import make_api_client, stock_catalog
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from rest_framework.test import APIClient
 from common.redis import get_redis
 from orders.api.tokens import api_token_issue, token_digest
 from orders.models import Order
-from orders.tests.storefront import (
+from outbox.models import OutboxMessage
+from sagas.models import SagaInstance, SagaState
+from testing.storefront import (
     ORDERS_URL,
     PRODUCTS_URL,
     forget_throttle_counts,
@@ -23,8 +25,6 @@ from orders.tests.storefront import (
     place_order,
     row_counts,
 )
-from outbox.models import OutboxMessage
-from sagas.models import SagaInstance, SagaState
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from inventory.services import product_upsert, stock_receive
-from orders.tests.storefront import ORDERS_URL, new_key, order_body, place_order, row_counts
+from testing.storefront import ORDERS_URL, new_key, order_body, place_order, row_counts
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from common.faults import faults_set
-from orders.tests.storefront import ORDERS_URL, make_api_client, order_body, place_order, stock_catalog
+from testing.storefront import ORDERS_URL, make_api_client, order_body, place_order, stock_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -18,7 +18,7 @@ import pytest
 
 from common.faults import faults_set
 from orders.tests.served_schema import served_schema
-from orders.tests.storefront import make_api_client, stock_catalog
+from testing.storefront import make_api_client, stock_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -15,7 +15,9 @@ from orders import idempotency
 from orders.idempotency import idempotency_keys_purge
 from orders.models import IdempotencyKey, Order
 from orders.tasks import purge_idempotency_keys
-from orders.tests.storefront import (
+from outbox.models import OutboxMessage
+from sagas.models import SagaInstance
+from testing.storefront import (
     ORDERS_URL,
     in_flight_key,
     make_api_client,
@@ -25,8 +27,6 @@ from orders.tests.storefront import (
     row_counts,
     stock_catalog,
 )
-from outbox.models import OutboxMessage
-from sagas.models import SagaInstance
 
 
 @pytest.mark.django_db

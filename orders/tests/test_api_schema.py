@@ -19,11 +19,11 @@ from schemathesis.specs.openapi.checks import (
 from inventory.services import LineRequest, stock_reserve
 from orders.api.tokens import token_digest
 from orders.models import Order
-from orders.tests.storefront import make_api_client, order_body, parked_order, stock_catalog
 from payments.gateway import GatewayResponse
 from payments.services import payment_record_charge
 from shipping.carrier import CarrierResponse
 from shipping.services import shipment_record
+from testing.storefront import make_api_client, order_body, parked_order, stock_catalog
 
 CHECKS = [
     not_a_server_error,

@@ -17,7 +17,8 @@ from rest_framework.test import APIClient
 from orders.api.authentication import StorefrontTokenAuthentication
 from orders.models import Order
 from orders.tests.served_schema import Conformance, served_schema
-from orders.tests.storefront import (
+from testing.pump import pump
+from testing.storefront import (
     ORDERS_URL,
     PRODUCTS_URL,
     forget_throttle_counts,
@@ -27,7 +28,6 @@ from orders.tests.storefront import (
     order_body,
     place_order,
 )
-from sagas.tests.pump import pump
 
 pytestmark = pytest.mark.django_db
 

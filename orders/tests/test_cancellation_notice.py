@@ -6,7 +6,7 @@ from django.core import mail
 
 from orders.models import Notification
 from orders.services import order_cancel
-from orders.tests.storefront import parked_order, stock_catalog
+from testing.storefront import parked_order, stock_catalog
 
 pytestmark = pytest.mark.django_db
 

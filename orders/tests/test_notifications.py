@@ -6,8 +6,8 @@ from django.core import mail
 
 from orders.models import Notification, Order
 from orders.notifications import NAME_MAX, greeting
-from orders.tests.storefront import order_body, place_order
-from sagas.tests.pump import pump
+from testing.pump import pump
+from testing.storefront import order_body, place_order
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,6 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.tests import scenarios
 from inventory.services import product_upsert
 from orders.api.serializers import OrderDetailSerializer, order_representation
 from orders.models import Order, OrderLine
@@ -18,6 +17,7 @@ from orders.selectors import order_detail, read_snapshot
 from orders.services import Customer, LineInput, order_place
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaStep
+from testing import scenarios
 
 pytestmark = pytest.mark.django_db
 

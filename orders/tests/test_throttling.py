@@ -121,7 +121,7 @@ def address():
 def test_requests_without_a_valid_token_are_throttled_by_address(address, settings, db):
     from rest_framework.test import APIClient
 
-    from orders.tests.storefront import ORDERS_URL, make_api_client
+    from testing.storefront import ORDERS_URL, make_api_client
 
     shop = make_api_client("shop-by-address")
     rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "storefront_address": "4/min"}

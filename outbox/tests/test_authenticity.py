@@ -21,6 +21,7 @@ from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from outbox.services import ReplayRefused, dead_letter_replay
 from payments.models import GatewayCharge, LedgerEntry, Payment
+from testing.messages import sent_envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -122,7 +123,7 @@ def test_a_genuine_message_altered_on_the_broker_is_dead_lettered_and_the_origin
     genuine = OutboxMessage.objects.create(**fields, available_at=timezone.now() + timedelta(hours=1))
     redis, prefix = _redis_broker()
     sender = {"origin": "relay@test", "reply_to": str(uuid.uuid4()), "time_limits": [90, 60]}
-    document = task_document(genuine.envelope(), queue="payments", **sender)
+    document = task_document(sent_envelope(genuine), queue="payments", **sender)
 
     # Someone edits it on the broker: the refund now points at order 7003's charge.
     (args, kwargs, embed) = json.loads(base64.b64decode(document["body"]))

@@ -17,7 +17,8 @@ from outbox.exceptions import OutsideTransaction
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from outbox.selectors import outbox_backlog
-from outbox.services import ReplayRefused, dead_letter_replay, messages_replay, retention_purge
+from outbox.services import ReplayRefused, dead_letter_replay, retention_purge
+from testing.messages import sent_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +56,7 @@ def test_a_handled_message_inherits_correlation_and_names_its_cause():
 
     register("default", "test_parent", handle=handle)
     parent = _publish(type="test_parent", correlation_id="corr-1")
-    deliver(parent.envelope())
+    deliver(sent_envelope(parent))
     child = seen["child"]
     assert child.correlation_id == "corr-1"
     assert child.causation_id == str(parent.message_id)
@@ -72,7 +73,7 @@ def test_every_log_line_while_handling_carries_message_correlation_and_causation
     register("default", "test_logging", handle=lambda message, _: logger.info("inside the handler"))
     try:
         message = _publish(type="test_logging", correlation_id="corr-9", causation_id="cause-9")
-        deliver(message.envelope())
+        deliver(sent_envelope(message))
     finally:
         logger.removeHandler(handler)
     line = json.loads(stream.getvalue().splitlines()[0])
@@ -86,14 +87,14 @@ def test_duplicate_delivery_is_absorbed_by_the_inbox():
     calls = []
     register("default", "test_count", handle=lambda message, _: calls.append(message.message_id))
     message = _publish(type="test_count")
-    assert deliver(message.envelope()) == "handled"
-    assert deliver(message.envelope()) == "duplicate"
+    assert deliver(sent_envelope(message)) == "handled"
+    assert deliver(sent_envelope(message)) == "duplicate"
     assert len(calls) == 1
 
 
 def test_unknown_message_type_is_a_poison_dead_letter():
     message = _publish(type="no_such_type")
-    assert deliver(message.envelope()) == "dead_letter"
+    assert deliver(sent_envelope(message)) == "dead_letter"
     dead = DeadLetter.objects.get()
     assert dead.poison and "no handler" in dead.reason
 
@@ -113,14 +114,25 @@ def test_retention_purges_old_published_messages_and_inbox_rows_only():
     assert InboxMessage.objects.count() == 1
 
 
-def test_replay_by_correlation_id_republishes_those_messages():
-    first = _publish(correlation_id="saga-1")
+def test_replaying_a_dead_letter_republishes_its_message_and_no_other():
+    dead_message = _publish(correlation_id="saga-1")
     _publish(correlation_id="saga-2")
     OutboxMessage.objects.update(published_at=timezone.now())
-    assert messages_replay(correlation_id="saga-1") == 1
-    assert list(OutboxMessage.objects.filter(published_at__isnull=True).values_list("pk", flat=True)) == [first.pk]
-    with pytest.raises(ValueError):
-        messages_replay()
+    dead = DeadLetter.objects.create(
+        consumer="default",
+        message_id=str(dead_message.message_id),
+        type="ping",
+        correlation_id="saga-1",
+        envelope=sent_envelope(dead_message),
+        reason="boom",
+    )
+    replayed = dead_letter_replay(dead_letter=dead)
+    assert replayed.pk == dead_message.pk  # the same row, not a copy
+    assert list(OutboxMessage.objects.filter(published_at__isnull=True).values_list("pk", flat=True)) == [
+        dead_message.pk
+    ]
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.REPLAYED and dead.replay_count == 1
 
 
 def test_replaying_a_purged_dead_letter_recreates_its_message_with_the_same_id():
@@ -145,11 +157,13 @@ def test_a_poison_dead_letter_without_a_message_id_cannot_be_replayed():
 
 
 def test_backlog_counts_unpublished_messages_and_their_age():
-    _publish()
-    _publish()
+    oldest, newer = _publish(), _publish()
+    now = timezone.now()
+    OutboxMessage.objects.filter(pk=oldest.pk).update(created_at=now - timedelta(seconds=30))
+    OutboxMessage.objects.filter(pk=newer.pk).update(created_at=now - timedelta(seconds=5))
     backlog = outbox_backlog()
     assert backlog.count == 2
-    assert backlog.oldest_age_seconds >= 0
+    assert 30 <= backlog.oldest_age_seconds < 40, "the age of the oldest unpublished message"
 
 
 @pytest.mark.django_db(transaction=True)

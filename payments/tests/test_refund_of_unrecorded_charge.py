@@ -11,7 +11,7 @@ from console.operations import saga_compensate
 from orders.models import Order
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from sagas.models import Outcome, Phase, SagaInstance, SagaState, SagaStep
-from sagas.tests.saga_states import make_catalog, place, settle
+from testing.saga_states import make_catalog, place, settle
 
 pytestmark = pytest.mark.django_db
 

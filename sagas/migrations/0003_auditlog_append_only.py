@@ -2,27 +2,10 @@
 
 from django.db import migrations
 
-APPEND_ONLY = """
-CREATE OR REPLACE FUNCTION refuse_audit_change() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER sagas_auditlog_append_only
-    BEFORE UPDATE OR DELETE ON sagas_auditlog
-    FOR EACH ROW EXECUTE FUNCTION refuse_audit_change();
-"""
+from common.migrations import append_only
 
 
 class Migration(migrations.Migration):
     dependencies = [("sagas", "0002_operators_group")]
 
-    operations = [
-        migrations.RunSQL(
-            APPEND_ONLY,
-            reverse_sql=(
-                "DROP TRIGGER IF EXISTS sagas_auditlog_append_only ON sagas_auditlog;"
-                " DROP FUNCTION IF EXISTS refuse_audit_change();"
-            ),
-        )
-    ]
+    operations = [append_only("sagas_auditlog", function="refuse_audit_change", drop_function=True)]

@@ -52,7 +52,6 @@ from orders.models import Notification, Order
 from orders.services import Customer, LineInput, order_place
 from outbox import consumer
 from outbox.consumer import RetryLater, deliver
-from outbox.exceptions import TransientError
 from outbox.models import DeadLetter, OutboxMessage
 from payments.gateway import ChargeAlreadyRefunded, FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
@@ -61,6 +60,7 @@ from sagas.models import Phase, SagaInstance, SagaState
 from sagas.orchestrator import saga_request_cancel, saga_sweep
 from shipping.carrier import FakeCarrier
 from shipping.models import CarrierShipment, Shipment
+from testing.messages import sent_envelope
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 SKU = "SKU-PROP"
@@ -75,7 +75,7 @@ REASON = "explored"
 DELIVERY_MODES = ["ok", "ok", "ok", "fail_before", "fail_after", "dead_before", "dead_after"]
 
 
-class InjectedFailure(TransientError):
+class InjectedFailure(RuntimeError):
     """A delivery failed on purpose (a timeout, a dropped connection)."""
 
 
@@ -181,9 +181,9 @@ class SagaMachine(RuleBasedStateMachine):
         source, item = data.draw(st.sampled_from(pending), label="message")
         if source == "outbox":
             OutboxMessage.objects.filter(pk=item.pk).update(published_at=timezone.now())
-            copy = Copy(item.envelope())
+            copy = Copy(sent_envelope(item))
             if data.draw(st.booleans(), label="duplicated"):
-                self.broker.append(Copy(item.envelope()))
+                self.broker.append(Copy(sent_envelope(item)))
         else:
             self.broker.remove(item)
             copy = item
@@ -265,7 +265,7 @@ class SagaMachine(RuleBasedStateMachine):
         )
         if record is not None:
             OutboxMessage.objects.filter(pk=record.pk).update(published_at=timezone.now())
-            self._deliver(Copy(record.envelope()), "ok")
+            self._deliver(Copy(sent_envelope(record)), "ok")
 
     def _do_by_hand(self, saga: SagaInstance) -> str:
         """What an honest operator does outside the system before marking the current step
@@ -385,7 +385,7 @@ class SagaMachine(RuleBasedStateMachine):
                 source, item = pending[0]
                 if source == "outbox":
                     OutboxMessage.objects.filter(pk=item.pk).update(published_at=timezone.now())
-                    copy = Copy(item.envelope())
+                    copy = Copy(sent_envelope(item))
                 else:
                     self.broker.remove(item)
                     copy = Copy(item.envelope)  # no failure is left: a first attempt again

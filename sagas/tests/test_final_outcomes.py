@@ -27,8 +27,9 @@ from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import make_catalog, place, settle
 from shipping.models import CarrierShipment
+from testing.messages import sent_envelope
+from testing.saga_states import make_catalog, place, settle
 
 REASON = "provider outage (INC-7)"
 PRICE = 4500
@@ -61,7 +62,7 @@ def run_until(saga: SagaInstance, step: str) -> None:
         saga.refresh_from_db()
         if saga.current_step == step:
             return
-        deliver(pending().envelope())
+        deliver(sent_envelope(pending()))
     raise AssertionError(f"the saga never reached {step}")
 
 
@@ -71,7 +72,7 @@ def dead_letter_command(message: OutboxMessage, *, failure: Exception, target: s
     from django.conf import settings
 
     with mock.patch(target, side_effect=failure):
-        assert deliver(message.envelope(), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1) == "dead_letter"
+        assert deliver(sent_envelope(message), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1) == "dead_letter"
     return DeadLetter.objects.get(message_id=str(message.message_id))
 
 
@@ -131,8 +132,8 @@ def test_a_replayed_reserve_after_out_of_stock_reserves_nothing_for_the_cancelle
     dead = dead_letter_command(
         first, failure=OperationalError("could not serialize access"), target="inventory.handlers.stock_reserve"
     )
-    deliver(pending().envelope())  # the orchestrator hears of the dead letter and sends attempt 2
-    deliver(pending("reserve_stock").envelope())  # attempt 2: out of stock
+    deliver(sent_envelope(pending()))  # the orchestrator hears of the dead letter and sends attempt 2
+    deliver(sent_envelope(pending("reserve_stock")))  # attempt 2: out of stock
     settle()  # refund, cancel
     saga.refresh_from_db()
     order = Order.objects.get(saga_id=saga.pk)
@@ -204,10 +205,10 @@ def _race_two_copies_of_the_reserve() -> None:
         return reservation
 
     with mock.patch.object(handlers, "stock_reserve", side_effect=slow_first):
-        one = _in_session(deliver, first.envelope())
+        one = _in_session(deliver, sent_envelope(first))
         assert reserved.wait(20)
     # Attempt 2 runs in a session of its own, past the point where it could check "reserved?".
-    two = _in_session(deliver, second.envelope())
+    two = _in_session(deliver, sent_envelope(second))
     deadline = timezone.now() + timedelta(seconds=20)
     while not _waiting_on_a_lock() and timezone.now() < deadline:
         threading.Event().wait(0.05)
@@ -241,7 +242,7 @@ def test_a_charge_done_by_hand_is_final_for_the_copy_that_waited_in_a_backlog(op
 
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=f"charged {charge_id} by phone")
     settle()
-    deliver(backlog.envelope())  # the backlog drains
+    deliver(sent_envelope(backlog))  # the backlog drains
     settle()
 
     saga.refresh_from_db()
@@ -290,7 +291,7 @@ def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[D
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=0)
     saga = place()
     run_until(saga, "reserve_inventory")  # charged
-    deliver(pending("reserve_stock").envelope())  # out of stock: compensate
+    deliver(sent_envelope(pending("reserve_stock")))  # out of stock: compensate
     faults_set(gateway_refund_transient=1.0)
     dead_letters = []
     for _ in range(10):
@@ -301,10 +302,10 @@ def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[D
         if message.type == "refund_payment":
             from django.conf import settings
 
-            deliver(message.envelope(), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1)
+            deliver(sent_envelope(message), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1)
             dead_letters.append(DeadLetter.objects.get(message_id=str(message.message_id)))
         else:
-            deliver(message.envelope())
+            deliver(sent_envelope(message))
     faults_clear()
     assert saga.state == SagaState.FAILED and dead_letters
     return saga, dead_letters
@@ -367,7 +368,7 @@ def test_a_shipment_booked_after_its_step_was_compensated_is_cancelled_at_the_ca
         return real(self, **kwargs)
 
     with mock.patch.object(FakeCarrier, "create_shipment", book_after_the_compensation):
-        deliver(in_flight.envelope())
+        deliver(sent_envelope(in_flight))
     settle()
 
     saga.refresh_from_db()
@@ -394,7 +395,7 @@ def test_a_charge_made_after_its_step_was_compensated_is_refunded(operator):
         return real(self, **kwargs)
 
     with mock.patch.object(FakeGateway, "charge", charge_after_the_compensation):
-        deliver(in_flight.envelope())
+        deliver(sent_envelope(in_flight))
     settle()
 
     saga.refresh_from_db()
@@ -412,7 +413,7 @@ def test_a_charge_by_hand_that_loses_to_a_copy_in_flight_is_refunded(operator):
     in_flight = pending("charge_payment")
     charge_id = console_charge()
     saga_mark_step_done(saga_id=saga.pk, actor=operator, reason=REASON, evidence=f"charged {charge_id}")
-    deliver(in_flight.envelope())  # the copy in flight charges and decides first
+    deliver(sent_envelope(in_flight))  # the copy in flight charges and decides first
     settle()  # the record by hand meets that outcome: the console's charge is the second one
 
     saga.refresh_from_db()
@@ -449,7 +450,7 @@ def test_a_charge_by_hand_recorded_after_its_step_was_compensated_is_refunded(op
     assert saga_sweep()["stuck"] == 1
     saga_compensate(saga_id=saga.pk, actor=operator, reason=REASON)  # a second operator gives up
     settle()
-    deliver(by_hand.envelope())
+    deliver(sent_envelope(by_hand))
     settle()
 
     saga.refresh_from_db()

@@ -20,7 +20,8 @@ from sagas.definition import Command, SagaDefinition, Step, StepKind, register_d
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
 from sagas.models import Outcome, SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.orchestrator import saga_sweep
-from sagas.tests.pump import pump
+from testing.messages import sent_envelope
+from testing.pump import pump
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 
@@ -54,7 +55,7 @@ def _reply(saga: SagaInstance, *, step: str, attempt: int, outcome: str = "succe
             payload={"saga_id": str(saga.pk), "step": step, "phase": phase, "attempt": attempt, "outcome": outcome},
         )
     OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
-    deliver(message.envelope())
+    deliver(sent_envelope(message))
 
 
 def test_stale_duplicate_and_reordered_replies_are_recorded_and_ignored(catalog):
@@ -85,7 +86,7 @@ def test_a_saga_finishes_on_the_definition_version_it_started_with(catalog):
         return Command("orders", "notify_warehouse", {"order_id": data.order_id})
 
     steps = list(ORDER_SAGA.steps)
-    steps.insert(-1, Step("notify_warehouse", action=notify_warehouse, kind=StepKind.PIVOT))
+    steps.insert(-1, Step("notify_warehouse", action=notify_warehouse))
     version_2 = register_definition(dataclasses.replace(ORDER_SAGA, version=ORDER_SAGA.version + 1, steps=steps))
     try:
         pump()
@@ -195,7 +196,7 @@ def test_a_reply_for_an_unknown_or_malformed_saga_is_recorded_and_changes_nothin
         )
     OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
 
-    assert deliver(message.envelope()) == "handled"
+    assert deliver(sent_envelope(message)) == "handled"
 
     saga.refresh_from_db()
     assert (saga.state, saga.current_step, saga.attempt, saga.updated_at) == before
@@ -204,7 +205,7 @@ def test_a_reply_for_an_unknown_or_malformed_saga_is_recorded_and_changes_nothin
 
 
 def test_an_earlier_attempts_decision_moves_the_saga_on_without_waiting_for_the_resent_copy(catalog):
-    from sagas.tests.saga_states import place, reply
+    from testing.saga_states import place, reply
 
     saga = place()
     OutboxMessage.objects.update(published_at=timezone.now())  # handed to the broker, and slow

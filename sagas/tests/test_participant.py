@@ -15,6 +15,7 @@ from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
 from sagas.participant import may_write, saga_participant
+from testing.messages import sent_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +32,7 @@ def _command(type: str) -> dict:
         message = publish(
             type=type, destination=CONSUMER, payload={}, aggregate="saga", aggregate_id=1, headers=_headers()
         )
-    return message.envelope()
+    return sent_envelope(message)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.utils import timezone
 from outbox.models import OutboxMessage
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
-from sagas.tests.saga_states import make_catalog, place
+from testing.saga_states import make_catalog, place
 
 pytestmark = pytest.mark.django_db
 

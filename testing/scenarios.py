@@ -1,5 +1,5 @@
 """Orders driven through their real saga in the test process, to give the auditor consistent
-states to start from. Messages are handled synchronously by sagas.tests.pump (in a ``db``
+states to start from. Messages are handled synchronously by testing.pump (in a ``db``
 test, on_commit callbacks never run, so nothing else would deliver them)."""
 
 from inventory.models import Product
@@ -7,7 +7,7 @@ from inventory.services import product_upsert, stock_receive
 from orders.models import Order
 from orders.services import Customer, LineInput, order_place, order_request_cancel
 from sagas.models import SagaInstance
-from sagas.tests.pump import pump
+from testing.pump import pump
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 STOCK = 10

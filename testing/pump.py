@@ -3,6 +3,7 @@ orchestrator's decisions (the delivery machinery itself is proven with a real wo
 
 from outbox.consumer import deliver
 from outbox.models import OutboxMessage
+from testing.messages import sent_envelope
 
 
 def pump(*, max_messages: int = 200, skip: set[str] | None = None) -> list[OutboxMessage]:
@@ -18,6 +19,6 @@ def pump(*, max_messages: int = 200, skip: set[str] | None = None) -> list[Outbo
         if message is None:
             return handled
         OutboxMessage.objects.filter(pk=message.pk).update(published_at=message.created_at)
-        deliver(message.envelope())
+        deliver(sent_envelope(message))
         handled.append(message)
     raise AssertionError("the saga did not settle")

@@ -11,6 +11,7 @@ from outbox.models import OutboxMessage
 from outbox.publishing import publish
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
 from sagas.models import Outcome, SagaInstance, SagaState
+from testing.messages import sent_envelope
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 
@@ -52,7 +53,7 @@ def reply(saga: SagaInstance, outcome: str = Outcome.SUCCESS, *, attempt: int | 
             payload=payload,
         )
     OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
-    deliver(message.envelope())
+    deliver(sent_envelope(message))
     saga.refresh_from_db()
 
 
@@ -76,7 +77,7 @@ def settle(*, max_messages: int = 100) -> None:
         OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
         for attempt in range(5):
             try:
-                deliver(message.envelope(), attempt=attempt)
+                deliver(sent_envelope(message), attempt=attempt)
                 break
             except RetryLater:
                 continue

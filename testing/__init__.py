@@ -1,0 +1,1 @@
+"""Test helpers shared by several apps' tests: no app's tests import another app's tests."""
