@@ -2,8 +2,8 @@
 never moves money twice, a charge is refunded once whoever asks, and a 503 moves nothing."""
 
 import pytest
-from common.faults import faults_clear, faults_set
 
+from common.faults import faults_clear, faults_set
 from payments.gateway import ChargeAlreadyRefunded, FakeGateway, GatewayUnavailable
 from payments.models import GatewayCharge
 

@@ -2,7 +2,7 @@
 duplicates, failures, crashes after a provider call, dead letters and their replays, sweeps
 with the clock moved on, operators' actions and stock going in and out; the money, stock,
 shipment and email invariants hold after every step and at quiescence, and the auditor
-reports nothing the invariants do not (see sagas.tests.saga_machine).
+reports nothing the invariants do not (see testing.saga_machine).
 
 Bounded here (derandomized, a few examples); ``manage.py explore_sagas`` runs it long."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from sagas.tests.saga_machine import SagaMachine
+from testing.saga_machine import SagaMachine
 
 BOUNDED = settings(
     derandomize=True,

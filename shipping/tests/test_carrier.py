@@ -2,8 +2,8 @@
 address outside the countries it serves refused, a cancellation that can be asked again."""
 
 import pytest
-from common.faults import faults_clear, faults_set
 
+from common.faults import faults_clear, faults_set
 from shipping.carrier import CarrierUnavailable, FakeCarrier
 from shipping.models import CarrierShipment
 

@@ -1,6 +1,6 @@
 """``manage.py explore_sagas``: the stateful property test of the order saga, run long.
 
-Hypothesis explores ``--examples`` runs of up to ``--steps`` rules each (sagas.tests.saga_machine)
+Hypothesis explores ``--examples`` runs of up to ``--steps`` rules each (testing.saga_machine)
 and prints the shortest failing run it finds. It runs in a database of its own
 (``<database>_explore``, created afresh) and Redis database ``--redis-db`` (emptied first), with
 the test settings (fault injection on, short retries); each example rolls back its transaction.
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             from hypothesis.stateful import run_state_machine_as_test
         except ImportError:
             raise CommandError("Hypothesis is a dev requirement: pip install -r requirements-dev.txt") from None
-        from sagas.tests.saga_machine import SagaMachine
+        from testing.saga_machine import SagaMachine
 
         logging.disable(logging.CRITICAL)  # a run logs every handled message; the result is the point
         tried = 0
