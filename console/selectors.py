@@ -1,31 +1,30 @@
-"""Reads of the saga engine: the operators' dashboard and the saga page.
+"""The console's read model: the operators' dashboard and the saga page.
 
 Every dashboard query is served by an index (see SagaInstance.Meta) and bounded by a time
 window or a LIMIT, so the page costs the same with a hundred or a hundred thousand sagas.
-The saga page reads across contexts (orders, payments, inventory, shipping), which the
-architecture allows for the dashboard, and only by the order id or the idempotency keys the
+The saga page reads across contexts (orders, payments, inventory, shipping), only through
+their public selectors, and only by the order id or the idempotency keys the
 saga derived, all of them indexed.
 """
+
+from __future__ import annotations
 
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from common.heartbeat import Liveness, liveness
 from console.models import AuditLog
-from inventory.models import Reservation, StockMovement
 from inventory.selectors import movements_of_reservations, reservations_of_order
 from inventory.selectors import records_of_step_keys as stock_records_of_step_keys
-from orders.models import Order
 from orders.selectors import order_with_lines_and_notices
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.selectors import Backlog, dead_letter_count, outbox_backlog
-from payments.models import LedgerEntry, Payment
 from payments.selectors import ledger_of_order, payment_summary_of_order, payments_of_order
 from payments.selectors import records_of_step_keys as payment_records_of_step_keys
 from sagas.definition import SagaDefinition, definition_for
@@ -40,9 +39,14 @@ from sagas.selectors import (
     saga_state_counts,
     saga_throughput,
 )
-from shipping.models import Shipment
 from shipping.selectors import records_of_step_keys as shipping_records_of_step_keys
 from shipping.selectors import shipments_of_order
+
+if TYPE_CHECKING:  # the rows the contexts' selectors hand over, named for the reader only
+    from inventory.models import Reservation, StockMovement
+    from orders.models import Order
+    from payments.models import LedgerEntry, Payment
+    from shipping.models import Shipment
 
 # The columns the dashboard's lists show; loading only these keeps the rows small.
 _LIST_FIELDS = (
@@ -326,7 +330,7 @@ class MessageNode:
     """One message of a saga and the messages it caused (their causation id is its id)."""
 
     message: OutboxMessage
-    children: list["MessageNode"] = field(default_factory=list)
+    children: list[MessageNode] = field(default_factory=list)
     depth: int = 0
 
 
