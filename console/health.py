@@ -18,13 +18,14 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from redis import Redis
 from redis.exceptions import RedisError
 
+from audit.selectors import violation_counts
 from common.heartbeat import WORKER, liveness
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,6 @@ class AnswerAnonymousHealthFirst:
             or "HTTP_COOKIE" in environ
         ):
             return self.application(environ, start_response)
-        from django.db import close_old_connections
 
         close_old_connections()  # outside Django's request cycle: a refresh may use the database
         body, status = _answer()
@@ -175,8 +175,6 @@ def _extra_details() -> dict:
     so that the health answer itself never fails because of the auditor.
     """
     try:
-        from audit.selectors import violation_counts
-
         by_kind = violation_counts()
     except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
         return {"violations": {"error": f"{type(exc).__name__}: {exc}"}}

@@ -26,6 +26,10 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from audit.selectors import violation_counts
+from outbox.selectors import dead_letter_count, outbox_backlog
+from sagas.selectors import saga_stuck_counts
+
 logger = logging.getLogger(__name__)
 
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
@@ -36,9 +40,6 @@ class DatabaseCollector:
     stuck sagas by step, open violations by kind. Each read is served by a partial index."""
 
     def collect(self) -> Iterator[Metric]:
-        from audit.selectors import violation_counts
-        from outbox.selectors import dead_letter_count, outbox_backlog
-        from sagas.selectors import saga_stuck_counts
 
         up = GaugeMetricFamily("backoffice_database_scrape_up", "1 when the gauges below could be read.")
         try:

@@ -5,6 +5,7 @@ One function creates it, used by the data migration and by tests whose database 
 """
 
 from django.apps.registry import Apps
+from django.contrib.auth.management import create_permissions
 
 OPERATORS_GROUP = "Operators"
 
@@ -43,7 +44,6 @@ def operators_group_ensure(apps: Apps) -> object:
     normally created by post_migrate, after all migrations; a fresh database runs this
     migration before that, so the permissions are created here first when missing.
     """
-    from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
         # A migration's app configs are stubs without a models module, which create_permissions

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
+from audit.selectors import open_violations
 from common.heartbeat import Liveness, liveness
 from console.models import AuditLog
 from inventory.selectors import movements_of_reservations, reservations_of_order
 from inventory.selectors import records_of_step_keys as stock_records_of_step_keys
 from orders.selectors import order_with_lines_and_notices
 from outbox.models import DeadLetter, InboxMessage, OutboxMessage
-from outbox.selectors import Backlog, dead_letter_count, outbox_backlog
+from outbox.selectors import Backlog, dead_letter_count, messages_of_correlation, outbox_backlog
 from payments.selectors import ledger_of_order, payment_summary_of_order, payments_of_order
 from payments.selectors import records_of_step_keys as payment_records_of_step_keys
 from sagas.definition import SagaDefinition, definition_for
@@ -123,7 +124,6 @@ def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashbo
 def dashboard_violations() -> list[Any]:
     """Open invariant violations across contexts (money, stock, shipments) found by the
     consistency auditor, longest-standing first. Each item is shown with its ``str()``."""
-    from audit.selectors import open_violations
 
     return list(open_violations(limit=50))
 
@@ -341,7 +341,6 @@ def message_tree(*, correlation_id: str) -> list[MessageNode]:
     API request) and commands sent by the sweeper or an operator. A message whose cause was
     purged by retention also becomes a root rather than disappearing.
     """
-    from outbox.selectors import messages_of_correlation
 
     messages = messages_of_correlation(correlation_id)
     nodes = {str(message.message_id): MessageNode(message) for message in messages}

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from django.conf import settings
 from django.db import connection
+from redis import Redis
 
 from devtools.processes import ROOT, WorkerProcess, database_url
 
@@ -84,8 +85,6 @@ def rerun_isolated(
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
     if not own_redis:
-        from redis import Redis
-
         Redis.from_url(redis_url).flushdb()
     return _run_child([*manage, *argv], env)
 

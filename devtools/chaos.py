@@ -25,11 +25,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection
 from django.db.models import Count
+from redis import Redis
 
+from audit.services import audit_run
 from common.faults import faults_clear, faults_set
+from common.redis import get_redis
+from devtools.benchmarking import percentile
+from devtools.launcher import EmbeddedRedis
 from devtools.processes import ROOT, WebProcess, WorkerProcess, static_collect, wait_for
+from inventory.services import product_upsert, stock_receive
+from orders.api.tokens import api_token_issue
+from orders.models import Order
+from outbox.consumer import DUPLICATES_KEY
+from sagas.models import SagaEvent, SagaInstance, SagaState
 
 logger = logging.getLogger(__name__)
 HARNESS_APP_NAME = "chaos-harness"
@@ -89,7 +100,6 @@ class RestartableRedis:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from devtools.launcher import EmbeddedRedis
 
         self.directory.mkdir(parents=True, exist_ok=True)
         binary = "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else str(EmbeddedRedis.executable())
@@ -99,7 +109,6 @@ class RestartableRedis:
                  "--dir", str(self.directory)],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        from redis import Redis
 
         client = Redis(port=self.port, socket_connect_timeout=0.5)
         wait_for(lambda: _pings(client), timeout=15, message="the chaos Redis did not start")
@@ -273,10 +282,6 @@ class ChaosRun:
 
     # -- set-up ---------------------------------------------------------------------------
     def seed(self) -> list[str]:
-        from django.contrib.auth import get_user_model
-
-        from inventory.services import product_upsert, stock_receive
-        from orders.api.tokens import api_token_issue
 
         stock_receive(product=product_upsert(sku="CHAOS-1", name="Chaos coffee", price_amount=1500), quantity=10**7)
         sold_out = product_upsert(sku="CHAOS-RARE", name="Rare kettle", price_amount=9900)
@@ -413,7 +418,6 @@ class ChaosRun:
     # -- after ----------------------------------------------------------------------------
     def quiesce(self) -> bool:
         """Faults off, every process up; wait until each saga is terminal or stuck with a reason."""
-        from sagas.models import SagaInstance, SagaState
 
         faults_clear()
         for _ in range(5):  # a worker whose pool was being killed as it started may give up
@@ -441,9 +445,6 @@ class ChaosRun:
             return False
 
     def summary(self, started: float, settled: bool) -> dict:
-        from audit.services import audit_run
-        from orders.models import Order
-        from sagas.models import SagaInstance, SagaState
 
         report = audit_run(full=True)
         states = dict(SagaInstance.objects.values_list("state").annotate(n=Count("id")))
@@ -454,7 +455,6 @@ class ChaosRun:
         span = (last - first).total_seconds() if last and first else 0.0
         stuck_without_reason = SagaInstance.objects.filter(stuck=True, stuck_reason="").count()
         latencies = sorted(self.tally.post_latencies_ms)
-        from devtools.benchmarking import percentile
 
         return {
             "orders": self.tally.placed,
@@ -488,9 +488,6 @@ class ChaosRun:
 def _duplicates_absorbed() -> int:
     """Deliveries the inboxes absorbed: the consumer counts them in Redis (lost on a restart,
     so a lower bound), plus the stale and duplicate replies the orchestrator ignored."""
-    from common.redis import get_redis
-    from outbox.consumer import DUPLICATES_KEY
-    from sagas.models import SagaEvent
 
     try:
         counted = int(get_redis().get(DUPLICATES_KEY) or 0)

@@ -3,16 +3,21 @@
 import functools
 import http.client
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import psutil
 from celery import Celery
 from celery import current_app as celery_app
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from devtools.launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ["default", "relay", *settings.MESSAGE_QUEUES]
@@ -108,7 +113,6 @@ class WorkerProcess(_LoggedProcess):
         raise AssertionError(f"the worker did not answer within {timeout} s\n{self.tail()}")
 
     def children(self) -> list[int]:
-        import psutil
 
         assert self.process is not None
         return [child.pid for child in psutil.Process(self.process.pid).children()]
@@ -125,7 +129,6 @@ class WorkerProcess(_LoggedProcess):
 
     def kill_one_child(self) -> int:
         """SIGKILL one pool child, chosen at random; returns how many were killed (0 or 1)."""
-        import random
 
         pids = self.children()
         if not pids:
@@ -157,7 +160,6 @@ class WebProcess(_LoggedProcess):
     override the configuration file (workers, threads, timeout)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, args: list[str] | None = None) -> None:
-        from devtools.launcher import free_port
 
         self.env = env
         self.log_path = log_path
@@ -209,7 +211,6 @@ def control_app(broker_url: str | None) -> Celery:
 
 def database_url(settings_dict: dict) -> str:
     """A DATABASE_URL for a connection's settings (to hand to worker processes)."""
-    from urllib.parse import quote
 
     user = quote(settings_dict.get("USER") or "postgres")
     password = settings_dict.get("PASSWORD") or ""

@@ -13,11 +13,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from devtools.benchmarking import in_bench_child, percentile, rerun_isolated, stop_on_signals
 from devtools.chaos import ChaosSystem, StorefrontClient
 from devtools.processes import ROOT, wait_for
+from inventory.services import product_upsert, stock_receive
+from orders.api.tokens import api_token_issue
 from sagas.models import SagaInstance, SagaState
 
 BODY = {
@@ -104,10 +107,6 @@ class Command(BaseCommand):
         wait_for(lambda: not SagaInstance.objects.filter(state=SagaState.RUNNING).exists(), timeout=600, interval=0.5)
 
     def _seed(self, clients: int) -> list[str]:
-        from django.contrib.auth import get_user_model
-
-        from inventory.services import product_upsert, stock_receive
-        from orders.api.tokens import api_token_issue
 
         stock_receive(product=product_upsert(sku="BENCH-API", name="Bench", price_amount=1000), quantity=10**8)
         users = [get_user_model().objects.create_user(f"bench-client-{i}", password=None) for i in range(clients)]

@@ -7,6 +7,7 @@ runs in a database and a Redis server of its own.
 """
 
 import json
+import os
 import threading
 import time
 
@@ -103,7 +104,6 @@ class Command(BaseCommand):
         return rerun_isolated(argv, name="chaos", redis_url=f"redis://127.0.0.1:{port}/0", extra_env=env)
 
     def _run(self, plan: ChaosPlan, *, as_json: bool) -> int:
-        import os
 
         log_dir = ROOT / "artifacts" / "chaos"
         redis = RestartableRedis(int(os.environ["CHAOS_REDIS_PORT"]), log_dir / "redis")
