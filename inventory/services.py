@@ -6,19 +6,15 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from inventory.exceptions import OutOfStock, ReservationRefused
 from inventory.locks import lock_stock, lock_stock_of_skus
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
-from sagas.exceptions import BusinessFailure
 
 
 @dataclass(frozen=True)
 class LineRequest:
     sku: str
     quantity: int
-
-
-class OutOfStock(BusinessFailure):
-    pass
 
 
 def product_upsert(*, sku: str, name: str, price_amount: int, currency: str = "EUR") -> Product:
@@ -60,7 +56,7 @@ def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineReques
     stock = lock_stock_of_skus(sorted({line.sku for line in lines}))
     unknown = sorted({line.sku for line in lines} - set(stock))
     if unknown:
-        raise BusinessFailure(f"unknown product: {', '.join(unknown)}")
+        raise ReservationRefused(f"unknown product: {', '.join(unknown)}")
     wanted: dict[str, int] = {}
     for line in lines:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity

@@ -4,9 +4,9 @@ these functions record their results."""
 from django.db.models.functions import Now
 
 from outbox.exceptions import TransientError
+from payments.exceptions import PaymentDeclined, PaymentRefused
 from payments.gateway import GatewayResponse
 from payments.models import LedgerEntry, Payment
-from sagas.exceptions import BusinessFailure
 
 
 def provider_key(step_key: str) -> str:
@@ -19,10 +19,10 @@ def payment_record_charge(*, order_id: int, step_key: str, response: GatewayResp
     existing = Payment.objects.filter(idempotency_key=step_key).first()
     if existing is not None:
         if existing.status == Payment.Status.VOIDED:
-            raise BusinessFailure("the payment was voided by a compensation before it was charged")
+            raise PaymentRefused("the payment was voided by a compensation before it was charged")
         return existing
     if not response.is_success:
-        raise BusinessFailure(f"payment declined: {response.error}")
+        raise PaymentDeclined(f"payment declined: {response.error}")
     payment = Payment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
@@ -69,7 +69,7 @@ def payment_record_charge_by_hand(
     refund acts on later; without one, the charge cannot be refunded through the gateway, so
     the record is refused rather than kept as money nobody can find."""
     if not charge_id:
-        raise BusinessFailure("give the provider's charge id (ch_...) as evidence of a charge made by hand")
+        raise PaymentRefused("give the provider's charge id (ch_...) as evidence of a charge made by hand")
     payment = Payment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
@@ -122,7 +122,7 @@ def payment_record_refund(
         return payment
     if refund is None:
         if looked_up_charge_id and looked_up_charge_id == payment.provider_charge_id:
-            raise BusinessFailure(
+            raise PaymentRefused(
                 f"charge {payment.provider_charge_id} is not known to the gateway, so it cannot be refunded"
                 " through it: refund it by hand"
             )
@@ -147,7 +147,7 @@ def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key:
     the operator's word alone would leave a ledger nobody can check against the gateway."""
     payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
     if payment is not None and payment.status == Payment.Status.CHARGED and not refund_id:
-        raise BusinessFailure(
+        raise PaymentRefused(
             f"our books hold charge {payment.provider_charge_id or '(no id)'} of {payment.amount} {payment.currency}:"
             " give the provider's refund id (re_...) as evidence of its refund by hand"
         )

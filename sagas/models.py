@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
+from sagas.keys import step_key
+
 
 class SagaState(models.TextChoices):
     RUNNING = "running", "running"
@@ -103,8 +105,7 @@ class SagaInstance(models.Model):
 
     def step_key(self, step: str, phase: str | None = None) -> str:
         """The idempotency key of a step: the same on every attempt, derived, never random."""
-        phase = phase or self.phase
-        return f"{self.id}:{step}" if phase == Phase.FORWARD else f"{self.id}:{step}:compensate"
+        return step_key(self.id, step, compensation=(phase or self.phase) == Phase.COMPENSATION)
 
 
 class SagaStep(models.Model):

@@ -2,8 +2,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from sagas.exceptions import BusinessFailure
 from shipping.carrier import CarrierResponse
+from shipping.exceptions import AddressNotServed, ShipmentRefused
 from shipping.models import Shipment
 
 
@@ -16,10 +16,10 @@ def shipment_record(*, order_id: int, step_key: str, address: dict[str, Any], re
     existing = Shipment.objects.filter(idempotency_key=step_key).first()
     if existing is not None:
         if existing.status == Shipment.Status.CANCELLED and not existing.carrier_reference:
-            raise BusinessFailure("the shipment was cancelled by a compensation before it was created")
+            raise ShipmentRefused("the shipment was cancelled by a compensation before it was created")
         return existing
     if not response.accepted:
-        raise BusinessFailure(f"carrier rejected the address: {response.error}")
+        raise AddressNotServed(f"carrier rejected the address: {response.error}")
     return Shipment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,

@@ -81,7 +81,7 @@ SELECT p.id, s.oid, 'refund', p.amount, 'EUR', 'pay:' || s.saga_id || ':charge_p
   FROM seed s JOIN payments_payment p ON p.order_id = s.oid WHERE s.outcome IN ('oos', 'rejected');
 
 INSERT INTO inventory_reservation (order_id, idempotency_key, status, created_at, released_at)
-SELECT oid, saga_id || ':reserve_inventory', CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
+SELECT oid, saga_id || ':reserve_stock', CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
        {ts}, CASE outcome WHEN 'confirmed' THEN NULL ELSE {ts} END
   FROM seed WHERE outcome IN ('confirmed', 'rejected');
 

@@ -89,7 +89,7 @@ def _order_in_every_context(user) -> int:
         )
         stock_reserve(
             order_id=order_id,
-            idempotency_key=f"{saga_id}:reserve_inventory",
+            idempotency_key=f"{saga_id}:reserve_stock",
             lines=[LineRequest(sku="SKU-1", quantity=2)],
         )
         shipment_record(

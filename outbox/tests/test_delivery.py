@@ -33,10 +33,10 @@ def _reserve_command(order_id: int, sku: str = "SKU-T", quantity: int = 1, saga_
         correlation_id=saga_id,
         headers={
             "saga_id": saga_id,
-            "step": "reserve_inventory",
+            "step": "reserve_stock",
             "phase": "forward",
             "attempt": 1,
-            "idempotency_key": f"{saga_id}:reserve_inventory",
+            "idempotency_key": f"{saga_id}:reserve_stock",
         },
     )
 

@@ -126,7 +126,7 @@ def test_a_replayed_reserve_after_out_of_stock_reserves_nothing_for_the_cancelle
     product = Product.objects.create(sku="SKU-A", name="Grinder", price_amount=PRICE)
     StockLevel.objects.create(product=product)  # nothing on hand
     saga = place()
-    run_until(saga, "reserve_inventory")
+    run_until(saga, "reserve_stock")
     first = pending("reserve_stock")
     dead = dead_letter_command(
         first, failure=OperationalError("could not serialize access"), target="inventory.handlers.stock_reserve"
@@ -184,7 +184,7 @@ def _race_two_copies_of_the_reserve() -> None:
     make_catalog()
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=1)  # one unit left
     saga = place()
-    run_until(saga, "reserve_inventory")
+    run_until(saga, "reserve_stock")
     first = pending("reserve_stock")
     # Attempt 1 is slow; the sweeper finds it unanswered and sends attempt 2 with the same key.
     SagaInstance.objects.filter(pk=saga.pk).update(last_sent_at=timezone.now() - timedelta(hours=1))
@@ -289,7 +289,7 @@ def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[D
     make_catalog()
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=0)
     saga = place()
-    run_until(saga, "reserve_inventory")  # charged
+    run_until(saga, "reserve_stock")  # charged
     deliver(pending("reserve_stock").envelope())  # out of stock: compensate
     faults_set(gateway_refund_transient=1.0)
     dead_letters = []

@@ -108,7 +108,7 @@ def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, op
 
 def test_refusals_say_why_in_words_an_operator_understands(catalog, operator):
     saga = stuck_past_pivot()
-    with pytest.raises(SagaActionRefused, match="past its pivot.*send_confirmation"):
+    with pytest.raises(SagaActionRefused, match="past its pivot.*confirm_order"):
         saga_compensate(saga_id=saga.pk, actor=operator, reason=REASON)
     saga = failed()
     with pytest.raises(SagaActionRefused, match="retry compensation"):
@@ -142,7 +142,7 @@ def test_retry_step_sends_a_new_attempt_with_the_same_key_and_the_saga_continues
     reply(saga, Outcome.TECHNICAL_FAILURE, attempt=3)  # a late answer to the old attempt
     assert saga.attempt == 4 and not saga.stuck
     reply(saga)  # the retry succeeds
-    assert (saga.state, saga.current_step) == (SagaState.RUNNING, "reserve_inventory")
+    assert (saga.state, saga.current_step) == (SagaState.RUNNING, "reserve_stock")
 
 
 def test_retried_step_that_fails_again_is_flagged_stuck_again(catalog, operator):

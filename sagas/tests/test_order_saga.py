@@ -90,9 +90,9 @@ def test_happy_path_confirms_with_one_charge_one_reservation_one_shipment_one_em
     assert saga.completed_steps == [
         "create_order",
         "charge_payment",
-        "reserve_inventory",
+        "reserve_stock",
         "create_shipment",
-        "send_confirmation",
+        "confirm_order",
     ]
 
 
@@ -101,7 +101,7 @@ SCENARIOS = {
     "out of stock": (dict(quantity=11), ["charge_payment"], "out of stock"),
     "address rejected": (
         dict(address={**ADDRESS, "country": "AQ"}),
-        ["reserve_inventory", "charge_payment"],
+        ["reserve_stock", "charge_payment"],
         "carrier rejected",
     ),
 }
@@ -120,7 +120,7 @@ def _assert_compensated(order: Order, product: Product, compensated: list[str], 
             "charge",
             "refund",
         ]
-    if "reserve_inventory" in compensated:
+    if "reserve_stock" in compensated:
         kinds = list(StockMovement.objects.filter(reservation__order_id=order.pk).values_list("kind", flat=True))
         assert kinds == ["reserve", "release"]
         assert Reservation.objects.get(order_id=order.pk).status == Reservation.Status.RELEASED

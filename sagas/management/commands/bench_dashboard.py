@@ -64,7 +64,7 @@ FILL_SQL = [
                       WHEN 'failed' THEN 'charge_payment' ELSE '' END,
            CASE state WHEN 'completed' THEN 1 WHEN 'compensated' THEN 1 ELSE 3 END,
            CASE state WHEN 'completed'
-                THEN '["create_order", "charge_payment", "reserve_inventory", "create_shipment", "send_confirmation"]'
+                THEN '["create_order", "charge_payment", "reserve_stock", "create_shipment", "confirm_order"]'
                 WHEN 'running' THEN '["create_order"]'
                 ELSE '["create_order", "charge_payment"]' END::jsonb,
            CASE state WHEN 'compensated' THEN '["create_order"]' ELSE '[]' END::jsonb,
@@ -97,8 +97,8 @@ FILL_SQL = [
            '{"outcome": "success", "data": {}, "error": ""}'::jsonb, '',
            b.created_at + make_interval(secs => s.n * 0.2), b.created_at + make_interval(secs => s.n * 0.2 + 0.1)
       FROM bench b
-      JOIN (VALUES (1, 'charge_payment', 'charge_payment'), (2, 'reserve_inventory', 'reserve_stock'),
-                   (3, 'create_shipment', 'create_shipment'), (4, 'send_confirmation', 'confirm_order'))
+      JOIN (VALUES (1, 'charge_payment', 'charge_payment'), (2, 'reserve_stock', 'reserve_stock'),
+                   (3, 'create_shipment', 'create_shipment'), (4, 'confirm_order', 'confirm_order'))
            AS s(n, step, command)
         ON s.n <= CASE b.state WHEN 'completed' THEN 4 ELSE 1 END
     """,
