@@ -27,28 +27,39 @@ def _lines(raw: list[dict[str, Any]]) -> list[LineRequest]:
 
 def reserve(message: Message, _: object) -> Reserved:
     command = message.parse(ReserveStock)
+    meta = command_meta(message)
     reservation = stock_reserve(
         order_id=command.order_id,
-        idempotency_key=command_meta(message).idempotency_key,
+        idempotency_key=meta.idempotency_key,
         lines=_lines(command.lines),
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
     return Reserved(reservation_id=reservation.pk)
 
 
 def reserve_by_hand(message: Message, evidence: str) -> Reserved:
     command = message.parse(ReserveStock)
+    meta = command_meta(message)
     reservation = stock_reserve_by_hand(
-        order_id=command.order_id, idempotency_key=command_meta(message).idempotency_key, evidence=evidence
+        order_id=command.order_id,
+        idempotency_key=meta.idempotency_key,
+        evidence=evidence,
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
     return Reserved(reservation_id=reservation.pk)
 
 
 def release(message: Message, _: object) -> Released:
     command = message.parse(ReleaseStock)
+    meta = command_meta(message)
     reservation = stock_release(
         order_id=command.order_id,
         reservation_key=command.reservation_key,
-        idempotency_key=command_meta(message).idempotency_key,
+        idempotency_key=meta.idempotency_key,
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
     return Released(released_reservation_id=reservation.pk)
 

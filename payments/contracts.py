@@ -39,6 +39,8 @@ class RefundLateCharge:
     order_id: int
     charge_key: str
     transaction_id: str
+    saga_id: str = ""  # the saga step that charged, for the row that books the stray charge
+    step: str = ""
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,10 @@ def charge(message: Message, response: GatewayResponse | None) -> Charged:
     if response is None:
         payment = Payment.objects.get(idempotency_key=key)
         response = GatewayResponse(True, "charge", payment.amount, payment.currency, payment.provider_charge_id)
-    payment = payment_record_charge(order_id=command.order_id, step_key=key, response=response)
+    meta = command_meta(message)
+    payment = payment_record_charge(
+        order_id=command.order_id, step_key=key, response=response, saga_id=meta.saga_id, step=meta.step
+    )
     return Charged(payment_id=payment.pk)
 
 
@@ -68,6 +71,8 @@ def charge_by_hand(message: Message, evidence: str) -> Charged:
         amount=command.amount,
         currency=command.currency,
         charge_id=found.group(0) if found else "",
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
     return Charged(payment_id=payment.pk)
 
@@ -95,7 +100,13 @@ def _refund_as_late(message: Message, transaction_id: str) -> None:
         destination=RefundLateCharge.channel.destination,
         aggregate="payment",
         aggregate_id=key,
-        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=transaction_id),
+        payload=RefundLateCharge(
+            order_id=command.order_id,
+            charge_key=key,
+            transaction_id=transaction_id,
+            saga_id=command_meta(message).saga_id,
+            step=command_meta(message).step,
+        ),
     )
 
 
@@ -160,6 +171,8 @@ def refund(message: Message, call: RefundCall) -> Refunded:
         charge=call.charge,
         refund=call.refund,
         looked_up_charge_id=call.looked_up_charge_id,
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
     return Refunded(refunded_payment_status=payment.status, refunded_amount=payment.refunded_amount)
 
@@ -172,6 +185,8 @@ def refund_by_hand(message: Message, evidence: str) -> Refunded:
         charge_key=command.charge_key,
         refund_key=command_meta(message).idempotency_key,
         refund_id=found.group(0) if found else "",
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
     return Refunded(refunded_payment_status=payment.status, refunded_amount=payment.refunded_amount)
 
@@ -189,7 +204,12 @@ def refund_late_call(message: Message) -> RefundCall:
 def refund_late(message: Message, call: RefundCall) -> None:
     command = message.parse(RefundLateCharge)
     payment_record_late_charge_refund(
-        order_id=command.order_id, charge_key=command.charge_key, charge=call.charge, refund=call.refund
+        order_id=command.order_id,
+        charge_key=command.charge_key,
+        charge=call.charge,
+        refund=call.refund,
+        saga_id=command.saga_id or None,
+        step=command.step,
     )
 
 

@@ -41,7 +41,15 @@ def create(message: Message, response: CarrierResponse | None) -> ShipmentCreate
     key = command_meta(message).idempotency_key
     if response is None:
         response = CarrierResponse(True, "", "")
-    shipment = shipment_record(order_id=command.order_id, step_key=key, address=command.address, response=response)
+    meta = command_meta(message)
+    shipment = shipment_record(
+        order_id=command.order_id,
+        step_key=key,
+        address=command.address,
+        response=response,
+        saga_id=meta.saga_id,
+        step=meta.step,
+    )
     return ShipmentCreated(shipment_id=shipment.pk, tracking_number=shipment.tracking_number)
 
 
@@ -52,6 +60,8 @@ def create_by_hand(message: Message, evidence: str) -> ShipmentCreated:
         step_key=command_meta(message).idempotency_key,
         address=command.address,
         evidence=evidence,
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
     return ShipmentCreated(shipment_id=shipment.pk, tracking_number=shipment.tracking_number)
 
@@ -101,13 +111,19 @@ def cancel(message: Message, cancelled_at_carrier: bool) -> ShipmentCancelled:
             # Booked at the carrier after our cancel call found nothing there: deliver again,
             # so that the booking is cancelled before our books say so.
             raise TransientError("the shipment was booked while it was being cancelled; cancelling again")
-    shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
+    meta = command_meta(message)
+    shipment = shipment_cancel(
+        order_id=command.order_id, shipment_key=command.shipment_key, saga_id=meta.saga_id, step=meta.step
+    )
     return ShipmentCancelled(cancelled_shipment_id=shipment.pk)
 
 
 def cancel_by_hand(message: Message, evidence: str) -> ShipmentCancelled:
     command = message.parse(CancelShipment)
-    shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
+    meta = command_meta(message)
+    shipment = shipment_cancel(
+        order_id=command.order_id, shipment_key=command.shipment_key, saga_id=meta.saga_id, step=meta.step
+    )
     return ShipmentCancelled(cancelled_shipment_id=shipment.pk)
 
 

@@ -63,9 +63,9 @@ SELECT 'pay:' || s.saga_id || ':charge_payment:compensate', 'refund', 're_' || s
        o.total_amount, 'EUR', '', true, '', {ts}
   FROM seed s JOIN orders_order o ON o.id = s.oid WHERE s.outcome IN ('oos', 'rejected');
 
-INSERT INTO payments_payment (order_id, idempotency_key, provider_charge_id, amount, currency, status, created_at,
-                              updated_at)
-SELECT s.oid, s.saga_id || ':charge_payment', 'ch_' || s.oid, o.total_amount, 'EUR',
+INSERT INTO payments_payment (order_id, idempotency_key, saga_id, step, provider_charge_id, amount, currency, status,
+                              created_at, updated_at)
+SELECT s.oid, s.saga_id || ':charge_payment', s.saga_id, 'charge_payment', 'ch_' || s.oid, o.total_amount, 'EUR',
        CASE s.outcome WHEN 'confirmed' THEN 'charged' ELSE 'refunded' END, {ts}, {ts}
   FROM seed s JOIN orders_order o ON o.id = s.oid WHERE s.outcome <> 'declined';
 
@@ -80,8 +80,9 @@ SELECT p.id, s.oid, 'refund', p.amount, 'EUR', 'pay:' || s.saga_id || ':charge_p
        {ts}
   FROM seed s JOIN payments_payment p ON p.order_id = s.oid WHERE s.outcome IN ('oos', 'rejected');
 
-INSERT INTO inventory_reservation (order_id, idempotency_key, status, created_at, released_at)
-SELECT oid, saga_id || ':reserve_stock', CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
+INSERT INTO inventory_reservation (order_id, idempotency_key, saga_id, step, status, created_at, released_at)
+SELECT oid, saga_id || ':reserve_stock', saga_id, 'reserve_stock',
+       CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
        {ts}, CASE outcome WHEN 'confirmed' THEN NULL ELSE {ts} END
   FROM seed WHERE outcome IN ('confirmed', 'rejected');
 
@@ -100,9 +101,10 @@ UPDATE inventory_stocklevel sl SET reserved = sl.reserved + n.qty, updated_at = 
          GROUP BY l.product_id) AS n
  WHERE sl.product_id = n.product_id;
 
-INSERT INTO shipping_shipment (order_id, idempotency_key, status, carrier_reference, tracking_number, address,
-                               created_at, updated_at)
-SELECT oid, saga_id || ':create_shipment', 'created', 'shp_' || oid, 'TRK' || oid, '{{"country": "DE"}}', {ts}, {ts}
+INSERT INTO shipping_shipment (order_id, idempotency_key, saga_id, step, status, carrier_reference, tracking_number,
+                               address, created_at, updated_at)
+SELECT oid, saga_id || ':create_shipment', saga_id, 'create_shipment', 'created', 'shp_' || oid,
+       'TRK' || oid, '{{"country": "DE"}}', {ts}, {ts}
   FROM seed WHERE outcome = 'confirmed';
 
 INSERT INTO shipping_carriershipment (idempotency_key, reference, tracking_number, accepted, error, cancelled,
