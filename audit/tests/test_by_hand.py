@@ -13,6 +13,7 @@ from audit.services import audit_run
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge
 from payments.models import StepOutcome as PaymentStepOutcome
+from sagas.keys import step_key
 from sagas.models import SagaState
 from sagas.operations import saga_mark_step_done
 from sagas.tests.saga_states import make_catalog, place, settle, stuck
@@ -73,7 +74,7 @@ def test_a_charge_by_hand_that_lost_to_a_copy_in_flight_and_was_refunded_is_cons
 
 def test_a_step_done_by_hand_that_its_participant_never_recorded_is_reported(operator):
     saga, _ = _charged_by_hand(operator)
-    PaymentStepOutcome.objects.filter(step_key=f"{saga.pk}:charge_payment").update(outcome="done")
+    PaymentStepOutcome.objects.filter(step_key=step_key(saga.pk, "charge_payment")).update(outcome="done")
 
     report = audit_run(full=True)
 
