@@ -31,6 +31,8 @@ from sagas.rows import saga_insert, saga_save, step_record_reply, step_record_se
 from sagas.tracing import traced_step
 
 logger = logging.getLogger(__name__)
+# The engine's own entry in a saga's stored data (the definition's data class does not declare it).
+COMPENSATION_REASON = "failure_reason"
 
 
 def saga_start(
@@ -206,6 +208,9 @@ def _begin_compensation(saga: SagaInstance, definition: SagaDefinition, *, reaso
     logger.info("saga compensating", extra={"reason": reason})
     saga.state = SagaState.COMPENSATING
     saga.failure_reason = saga.failure_reason or reason
+    # Kept beside the data as compensation began: a compensation retried after the saga failed
+    # tells the customer why the order was cancelled, not why the compensation failed.
+    saga.data = {**saga.data, COMPENSATION_REASON: saga.failure_reason}
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     _next_compensation(saga, definition)
 
@@ -303,7 +308,10 @@ def _send(
         command = step.action(data)
     else:
         assert step.compensation is not None, f"{step.name} has no compensation"
-        context = Compensating(forward_key=saga.step_key(step.name, Phase.FORWARD), failure_reason=saga.failure_reason)
+        context = Compensating(
+            forward_key=saga.step_key(step.name, Phase.FORWARD),
+            failure_reason=saga.data.get(COMPENSATION_REASON, saga.failure_reason),
+        )
         command = step.compensation(data, context)
     if saga.attempt > 0:  # a new attempt of a step: the one before it no longer counts
         SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, outcome=Outcome.PENDING).update(
