@@ -51,6 +51,7 @@ def parse_step_key(key: str) -> StepKeyParts | None:
 # concatenations, so ``derive`` is run on a slot and the slot becomes the column: the format
 # is still written only above.
 _SLOT = "\x1f"
+_STEP_SLOT = "\x1e"
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _UUID_LENGTH = 36
 
@@ -73,6 +74,14 @@ def key_sql(derive: Callable[[str], str], value_sql: str) -> str:
     if after:
         parts.append(_literal(after))
     return "(" + " || ".join(parts) + ")"
+
+
+def step_key_sql(saga_id_sql: str, step_sql: str, *, compensation: bool = False) -> str:
+    """An SQL expression of the key of the step named by ``step_sql`` of the saga ``saga_id_sql``
+    (e.g. for rows seeded in bulk)."""
+    values = {_SLOT: f"{saga_id_sql}::text", _STEP_SLOT: step_sql}
+    parts = re.split(f"({_SLOT}|{_STEP_SLOT})", step_key(_SLOT, _STEP_SLOT, compensation=compensation))
+    return "(" + " || ".join(values.get(part, _literal(part)) for part in parts if part) + ")"
 
 
 def key_pattern(derive: Callable[[str], str], *, exact: bool) -> str:

@@ -19,6 +19,7 @@ from django.test import Client
 
 from config.benchmarking import in_bench_child, rerun_isolated, stop_on_signals
 from config.processes import database_url
+from sagas.keys import step_key_sql
 
 # Out of every 1000 sagas, by the position of the saga in the fill.
 STATE_MIX = """
@@ -90,7 +91,9 @@ FILL_SQL = [
     """
     INSERT INTO sagas_sagastep (saga_id, step, phase, attempt, idempotency_key, command_type, command_message_id,
                                 reply_message_id, outcome, reply, error, sent_at, replied_at)
-    SELECT b.saga_id, s.step, 'forward', 1, b.saga_id || ':' || s.step, s.command,
+    SELECT b.saga_id, s.step, 'forward', 1, """
+    + step_key_sql("b.saga_id", "s.step")
+    + """, s.command,
            md5('bench-command-' || b.g || '-' || s.n)::uuid, md5('bench-reply-' || b.g || '-' || s.n)::uuid,
            CASE WHEN b.state = 'completed' THEN 'success'
                 WHEN b.state = 'compensated' THEN 'business_failure' ELSE 'technical_failure' END,
