@@ -29,11 +29,16 @@ from inventory.models import StepOutcome as InventoryStepOutcome
 from orders.models import Notification, Order, OrderLine
 from orders.models import StepOutcome as OrderStepOutcome
 from outbox.models import OutboxMessage
+from payments.contracts import ChargePayment
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
+from payments.services import provider_key
+from sagas.keys import key_prefix_sql, key_sql, saga_id_in_key_sql, saga_id_text_in_key_sql, saga_keys_prefix, step_key
 from sagas.models import SagaInstance, SagaStep
+from shipping.contracts import CreateShipment
 from shipping.models import CarrierShipment, Shipment
 from shipping.models import StepOutcome as ShippingStepOutcome
+from shipping.services import carrier_key
 
 Kind = Violation.Kind
 
@@ -61,16 +66,72 @@ TABLES = {
     "checkpoint": StockCheckpoint._meta.db_table,
 }
 
-# The queries find an order's money at the gateway by the keys its saga used, derived as
-# payments.services.provider_key derives them from the step keys (SagaInstance.step_key):
-# 'pay:<saga id>:charge_payment' for the charge, the same plus ':compensate' for its refund.
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# A gateway key that names a saga step; the saga id is characters 5 to 40.
-STEP_KEY_PATTERN = f"^pay:{_UUID}:"
-CHARGE_KEY_PATTERN = f"^pay:{_UUID}:charge_payment$"
-# The carrier's keys, as shipping.services.carrier_key derives them: 'ship:' and the step key,
-# so 'ship:<saga id>:create_shipment' for the saga's shipment; the saga id is characters 6 to 41.
-CARRIER_KEY_PATTERN = f"^ship:{_UUID}:"
+# The providers know our rows only by the keys we gave them, derived from the step keys
+# (sagas.keys) by payments.services.provider_key and shipping.services.carrier_key. The SQL of
+# those keys is generated from the same functions, so the format is written in one place.
+CHARGE_STEP = ChargePayment.channel.type  # steps are named after their commands
+SHIPMENT_STEP = CreateShipment.channel.type
+
+
+def _charge_key(saga_id: str) -> str:
+    return provider_key(step_key(saga_id, CHARGE_STEP))
+
+
+def _refund_key(saga_id: str) -> str:
+    return provider_key(step_key(saga_id, CHARGE_STEP, compensation=True))
+
+
+def _payment_key(saga_id: str) -> str:
+    """Any gateway key under a saga (its charge, refund, a late refund...), before the step."""
+    return provider_key(saga_keys_prefix(saga_id))
+
+
+def _carrier_key(saga_id: str) -> str:
+    """Any carrier key under a saga, before the step."""
+    return carrier_key(saga_keys_prefix(saga_id))
+
+
+def charge_key_sql(saga_id_sql: str) -> str:
+    """The gateway key of the saga's charge step."""
+    return key_sql(_charge_key, saga_id_sql)
+
+
+def refund_key_sql(saga_id_sql: str) -> str:
+    """The gateway key of the saga's refund (the charge step's compensation)."""
+    return key_sql(_refund_key, saga_id_sql)
+
+
+def shipment_key_sql(saga_id_sql: str) -> str:
+    """The carrier key of the saga's shipment step."""
+    return key_sql(lambda saga_id: carrier_key(step_key(saga_id, SHIPMENT_STEP)), saga_id_sql)
+
+
+# The saga id in a provider's key (NULL for a key that names none): for the few provider
+# records of an incremental run, whose saga is then found by index.
+def saga_of_payment_key_sql(column: str) -> str:
+    return saga_id_in_key_sql(_payment_key, column)
+
+
+def saga_of_charge_key_sql(column: str) -> str:
+    return saga_id_in_key_sql(_charge_key, column, exact=True)
+
+
+def saga_of_carrier_key_sql(column: str) -> str:
+    return saga_id_in_key_sql(_carrier_key, column)
+
+
+# The fragments the queries below name, formatted in with the table names.
+KEYS = {
+    "subject_charge_key": charge_key_sql("subject.saga_id"),
+    "subject_refund_key": refund_key_sql("subject.saga_id"),
+    "subject_shipment_key": shipment_key_sql("subject.saga_id"),
+    "claims_charge_key": charge_key_sql("claims.saga_id"),
+    "saga_of_refunded_charge": saga_of_charge_key_sql("refunded.idempotency_key"),
+    "saga_of_carrier_key": saga_of_carrier_key_sql("c.idempotency_key"),
+    "saga_text_of_carrier_key": saga_id_text_in_key_sql(_carrier_key, "c.idempotency_key"),
+    "is_carrier_key_of_a_saga": key_prefix_sql(_carrier_key, "c.idempotency_key"),
+    "carrier_key_of_shipment": key_sql(carrier_key, "sh.idempotency_key"),
+}
 
 LIVE_SHIPMENT = "('created', 'dispatched')"
 TERMINAL = "('completed', 'compensated', 'failed')"
@@ -110,9 +171,6 @@ class Scope:
             "gateway_charge_ids": self.gateway_charge_ids or [],
             "carrier_shipment_ids": self.carrier_shipment_ids or [],
             "stock_checkpoint": self.stock_checkpoint or 0,
-            "charge_key_pattern": CHARGE_KEY_PATTERN,
-            "step_key_pattern": STEP_KEY_PATTERN,
-            "carrier_key_pattern": CARRIER_KEY_PATTERN,
         }
 
     def orders(self, column: str) -> str:
@@ -136,7 +194,7 @@ def fetch(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _query(template: str, scope: Scope, **where: str) -> list[dict[str, Any]]:
-    return fetch(template.format(**TABLES, **where), scope.sql_params())
+    return fetch(template.format(**TABLES, **KEYS, **where), scope.sql_params())
 
 
 def _order_finding(kind: str, row: dict[str, Any], detail: str, **involved: Any) -> Finding:
@@ -301,7 +359,7 @@ _ORDER_FACTS = """
         -- The gateway's charges of the order: the one under the saga's charge key, and any our
         -- ledger books for the order (made by hand in the provider's console, or landed late).
         SELECT subject.id AS order_id, c.transaction_id, c.amount
-          FROM subject JOIN {gateway} c ON c.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment'
+          FROM subject JOIN {gateway} c ON c.idempotency_key = {subject_charge_key}
          WHERE c.kind = 'charge' AND c.succeeded
         UNION
         SELECT subject.id, c.transaction_id, c.amount
@@ -354,7 +412,7 @@ _SUBJECT = """
 
 def _order_facts(scope: Scope, *, status: str, state: str, where: str) -> list[dict[str, Any]]:
     sql = "WITH " + _SUBJECT + "," + _ORDER_FACTS + f" SELECT * FROM facts WHERE {where}"
-    template = sql.format(**TABLES, in_scope=scope.orders("o.id"), live_shipment=LIVE_SHIPMENT)
+    template = sql.format(**TABLES, **KEYS, in_scope=scope.orders("o.id"), live_shipment=LIVE_SHIPMENT)
     return fetch(template, {**scope.sql_params(), "status": status, "state": state})
 
 
@@ -501,9 +559,8 @@ _CHARGE_WITHOUT_ORDER = """
        -- A charge made by hand is the order's whose ledger books it.
        AND NOT EXISTS (SELECT 1 FROM {ledger} l WHERE l.provider_reference = g.transaction_id AND l.kind = 'charge')
 """
-_ORDER_OF_CHARGE_BY_KEY = "'pay:' || o.saga_id::text || ':charge_payment' = g.idempotency_key"
-_ORDER_OF_CHARGE_BY_SAGA = """o.saga_id = (CASE WHEN g.idempotency_key ~ %(charge_key_pattern)s
-                                      THEN substring(g.idempotency_key FROM 5 FOR 36)::uuid END)"""
+_ORDER_OF_CHARGE_BY_KEY = f"{charge_key_sql('o.saga_id')} = g.idempotency_key"
+_ORDER_OF_CHARGE_BY_SAGA = f"o.saga_id = {saga_of_charge_key_sql('g.idempotency_key')}"
 
 # Every successful gateway movement under the order's keys must be one ledger entry (same
 # kind, reference and amount) and every ledger entry one gateway movement; a payment's status
@@ -518,7 +575,7 @@ _LEDGER_DISAGREES = """
         -- The order's charges at the gateway: under the saga's charge key, or booked by our
         -- ledger (by hand, or late), each once.
         SELECT subject.id AS order_id, g.transaction_id, g.amount, g.currency
-          FROM subject JOIN {gateway} g ON g.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment'
+          FROM subject JOIN {gateway} g ON g.idempotency_key = {subject_charge_key}
          WHERE g.succeeded AND g.kind = 'charge'
         UNION
         SELECT subject.id, g.transaction_id, g.amount, g.currency
@@ -536,7 +593,7 @@ _LEDGER_DISAGREES = """
         UNION
         SELECT subject.id, r.transaction_id, r.amount, r.currency
           FROM subject
-          JOIN {gateway} r ON r.idempotency_key = 'pay:' || subject.saga_id::text || ':charge_payment:compensate'
+          JOIN {gateway} r ON r.idempotency_key = {subject_refund_key}
          WHERE r.succeeded AND r.kind = 'refund'
     ),
     movements AS (
@@ -841,28 +898,27 @@ def check_liveness(scope: Scope) -> list[Finding]:
 _CARRIER_OF_SUBJECT_FULL = """
         SELECT subject.id AS order_id, subject.saga_id, subject.status, subject.state,
                c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
-          FROM {carrier} c JOIN subject ON subject.saga_id::text = substring(c.idempotency_key FROM 6 FOR 36)
+          FROM {carrier} c JOIN subject ON subject.saga_id::text = {saga_text_of_carrier_key}
          -- LIKE with a fixed prefix, which PostgreSQL estimates from the column's statistics: a
          -- test of characters by position is guessed at a row or two, and every shipment is
          -- then joined by a nested loop of index scans, several times slower than a hash join.
-         WHERE c.idempotency_key LIKE 'ship:%%'
+         WHERE {is_carrier_key_of_a_saga}
 """
 _CARRIER_OF_SUBJECT_CHANGED = """
         SELECT subject.id AS order_id, subject.saga_id, subject.status, subject.state,
                c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
-          FROM subject JOIN {carrier} c ON c.idempotency_key = 'ship:' || subject.saga_id::text || ':create_shipment'
+          FROM subject JOIN {carrier} c ON c.idempotency_key = {subject_shipment_key}
         UNION
         SELECT subject.id, subject.saga_id, subject.status, subject.state,
                c.id, c.idempotency_key, c.reference, c.accepted, c.cancelled
           FROM {carrier} c
-          JOIN subject ON subject.saga_id = (CASE WHEN c.idempotency_key ~ %(carrier_key_pattern)s
-                                                  THEN substring(c.idempotency_key FROM 6 FOR 36)::uuid END)
+          JOIN subject ON subject.saga_id = {saga_of_carrier_key}
          WHERE {carrier_in_scope}
 """
 
 # A live shipment (accepted, not cancelled) belongs to a confirmed order, and only one; any
-# shipment the carrier accepted is in our books under its step key (the carrier key less
-# 'ship:'), even when cancelled since: a tombstone counts.
+# shipment the carrier accepted is in our books, made by a step of its saga, under the step
+# key the carrier's key was derived from, even when cancelled since: a tombstone counts.
 _CARRIER_DISAGREES = """
     WITH subject AS (
         SELECT o.id, o.saga_id, o.status, s.state
@@ -880,7 +936,8 @@ _CARRIER_DISAGREES = """
                twice.order_id IS NOT NULL AS twice, carrier.accepted AND sh.id IS NULL AS unrecorded
           FROM carrier
           LEFT JOIN twice ON twice.order_id = carrier.order_id
-          LEFT JOIN {shipment} sh ON sh.idempotency_key = substring(carrier.idempotency_key FROM 6)
+          LEFT JOIN {shipment} sh ON sh.saga_id = carrier.saga_id
+                                 AND {carrier_key_of_shipment} = carrier.idempotency_key
     )
     SELECT * FROM facts
      WHERE (live AND (status = 'cancelled' OR state IN ('compensated', 'failed'))) OR unrecorded OR twice
@@ -890,7 +947,7 @@ _CARRIER_DISAGREES = """
 
 def check_carrier_book(scope: Scope) -> list[Finding]:
     carrier_of_subject = (_CARRIER_OF_SUBJECT_FULL if scope.full else _CARRIER_OF_SUBJECT_CHANGED).format(
-        **TABLES, carrier_in_scope=scope.carrier_shipments("c.id")
+        **TABLES, **KEYS, carrier_in_scope=scope.carrier_shipments("c.id")
     )
     rows = _query(
         _CARRIER_DISAGREES,
@@ -972,8 +1029,7 @@ _REFUNDS_BEYOND_CHARGE = """
     )
     SELECT refunded.*, o.id AS order_id
       FROM refunded
-      LEFT JOIN {order} o ON o.saga_id = (CASE WHEN refunded.idempotency_key ~ %(charge_key_pattern)s
-                                               THEN substring(refunded.idempotency_key FROM 5 FOR 36)::uuid END)
+      LEFT JOIN {order} o ON o.saga_id = {saga_of_refunded_charge}
      WHERE refunded.refunds > 1 OR refunded.refunded > refunded.amount
 """
 
@@ -1033,7 +1089,7 @@ _REFUND_ANNOUNCED_NOT_MADE = """
     ),
     charges AS (
         SELECT claims.order_id, c.transaction_id
-          FROM claims JOIN {gateway} c ON c.idempotency_key = 'pay:' || claims.saga_id::text || ':charge_payment'
+          FROM claims JOIN {gateway} c ON c.idempotency_key = {claims_charge_key}
          WHERE c.kind = 'charge'
         UNION
         SELECT claims.order_id, p.provider_charge_id

@@ -43,7 +43,15 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from audit.checks import CARRIER_KEY_PATTERN, CHECKS, STEP_KEY_PATTERN, TABLES, Finding, Scope, fetch
+from audit.checks import (
+    CHECKS,
+    TABLES,
+    Finding,
+    Scope,
+    fetch,
+    saga_of_carrier_key_sql,
+    saga_of_payment_key_sql,
+)
 from audit.models import AuditRun, Violation
 from common import metrics
 
@@ -225,11 +233,6 @@ def _id_floors(*, since: datetime) -> dict[str, int]:
     return fetch(f"SELECT {columns}", {"since": since})[0]
 
 
-_STEP_SAGA = "(CASE WHEN {column} ~ %(step_key_pattern)s THEN substring({column} FROM 5 FOR 36)::uuid END)"
-_CARRIER_SAGA = (
-    "(CASE WHEN c.idempotency_key ~ %(carrier_key_pattern)s THEN substring(c.idempotency_key FROM 6 FOR 36)::uuid END)"
-)
-
 _CHANGED_ORDERS = """
     SELECT id FROM {order} WHERE updated_at >= %(since)s
     UNION SELECT o.id FROM {saga} s JOIN {order} o ON o.saga_id = s.id
@@ -264,14 +267,13 @@ def _changed_scope(*, now: datetime, since: datetime, floors: dict[str, int], st
     params = {
         **floors,
         "since": since,
-        "step_key_pattern": STEP_KEY_PATTERN,
-        "carrier_key_pattern": CARRIER_KEY_PATTERN,
     }
     sql = _CHANGED_ORDERS.format(
         **TABLES,
-        gateway_saga=_STEP_SAGA.format(column="g.idempotency_key"),
-        charge_saga=_STEP_SAGA.format(column="c.idempotency_key"),
-        carrier_saga=_CARRIER_SAGA,
+        # The providers' new records name their saga only in their keys (sagas.keys).
+        gateway_saga=saga_of_payment_key_sql("g.idempotency_key"),
+        charge_saga=saga_of_payment_key_sql("c.idempotency_key"),
+        carrier_saga=saga_of_carrier_key_sql("c.idempotency_key"),
     )
     open_objects = _open_violation_objects()
     order_ids = {row["id"] for row in fetch(sql, params)} | open_objects["order"]

@@ -1,8 +1,9 @@
 """Inventory's saga commands: reserve stock, and its compensation, release stock."""
 
-from dataclasses import dataclass
 from typing import Any
 
+from inventory.contracts import Released, ReleaseStock, Reserved, ReserveStock
+from inventory.exceptions import ReservationRefused
 from inventory.models import StepOutcome
 from inventory.services import LineRequest, stock_release, stock_reserve, stock_reserve_by_hand
 from outbox.exceptions import PoisonMessage
@@ -11,20 +12,7 @@ from sagas.messages import command_meta
 from sagas.outcomes import OutcomeBook
 from sagas.participant import saga_participant
 
-CONSUMER = "inventory"
 BOOK = OutcomeBook(StepOutcome)
-
-
-@dataclass(frozen=True)
-class ReserveStock:
-    order_id: int
-    lines: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ReleaseStock:
-    order_id: int
-    reservation_key: str
 
 
 def _lines(raw: list[dict[str, Any]]) -> list[LineRequest]:
@@ -37,39 +25,51 @@ def _lines(raw: list[dict[str, Any]]) -> list[LineRequest]:
     return lines
 
 
-def reserve(message: Message, _: object) -> dict[str, Any]:
+def reserve(message: Message, _: object) -> Reserved:
     command = message.parse(ReserveStock)
+    meta = command_meta(message)
     reservation = stock_reserve(
         order_id=command.order_id,
-        idempotency_key=command_meta(message).idempotency_key,
+        idempotency_key=meta.idempotency_key,
         lines=_lines(command.lines),
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
-    return {"reservation_id": reservation.pk}
+    return Reserved(reservation_id=reservation.pk)
 
 
-def reserve_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def reserve_by_hand(message: Message, evidence: str) -> Reserved:
     command = message.parse(ReserveStock)
+    meta = command_meta(message)
     reservation = stock_reserve_by_hand(
-        order_id=command.order_id, idempotency_key=command_meta(message).idempotency_key, evidence=evidence
+        order_id=command.order_id,
+        idempotency_key=meta.idempotency_key,
+        evidence=evidence,
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
-    return {"reservation_id": reservation.pk}
+    return Reserved(reservation_id=reservation.pk)
 
 
-def release(message: Message, _: object) -> dict[str, Any]:
+def release(message: Message, _: object) -> Released:
     command = message.parse(ReleaseStock)
+    meta = command_meta(message)
     reservation = stock_release(
         order_id=command.order_id,
         reservation_key=command.reservation_key,
-        idempotency_key=command_meta(message).idempotency_key,
+        idempotency_key=meta.idempotency_key,
+        saga_id=meta.saga_id,
+        step=meta.step,
     )
-    return {"released_reservation_id": reservation.pk}
+    return Released(released_reservation_id=reservation.pk)
 
 
-def release_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def release_by_hand(message: Message, evidence: str) -> Released:
     """The operator put the goods back by hand: the reservation is released in our books, and
     its units become available again, as a release would make them."""
     return release(message, None)
 
 
-saga_participant(CONSUMER, "reserve_stock", handle=reserve, book=BOOK, manual=reserve_by_hand)
-saga_participant(CONSUMER, "release_stock", handle=release, book=BOOK, manual=release_by_hand)
+REFUSALS = (ReservationRefused,)
+saga_participant(ReserveStock.channel, handle=reserve, book=BOOK, manual=reserve_by_hand, business_failures=REFUSALS)
+saga_participant(ReleaseStock.channel, handle=release, book=BOOK, manual=release_by_hand, business_failures=REFUSALS)

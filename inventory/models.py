@@ -50,6 +50,10 @@ class Reservation(models.Model):
     id = models.BigAutoField(primary_key=True)
     order_id = models.BigIntegerField(db_index=True)
     idempotency_key = models.CharField(max_length=300, unique=True)
+    # The saga step that made the row (None: made outside a saga). The auditor joins on these,
+    # never on the text of the key.
+    saga_id = models.UUIDField(null=True, blank=True, db_index=True)
+    step = models.CharField(max_length=100, blank=True, default="", db_default="")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RESERVED)
     created_at = models.DateTimeField(db_default=Now())
     released_at = models.DateTimeField(null=True, blank=True)

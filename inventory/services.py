@@ -6,19 +6,15 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from inventory.exceptions import OutOfStock, ReservationRefused
 from inventory.locks import lock_stock, lock_stock_of_skus
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
-from sagas.exceptions import BusinessFailure
 
 
 @dataclass(frozen=True)
 class LineRequest:
     sku: str
     quantity: int
-
-
-class OutOfStock(BusinessFailure):
-    pass
 
 
 def product_upsert(*, sku: str, name: str, price_amount: int, currency: str = "EUR") -> Product:
@@ -51,16 +47,19 @@ def stock_receive(*, product: Product, quantity: int, idempotency_key: str = "")
     return stock
 
 
-def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineRequest]) -> Reservation:
+def stock_reserve(
+    *, order_id: int, idempotency_key: str, lines: list[LineRequest], saga_id: str | None = None, step: str = ""
+) -> Reservation:
     """Reserve every line or none. Idempotent by key: a repeated command returns the same
-    reservation (or the tombstone a release left), never reserving twice."""
+    reservation (or the tombstone a release left), never reserving twice. ``saga_id`` and
+    ``step``: the saga step that reserves (as on every reservation a step makes)."""
     existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
     stock = lock_stock_of_skus(sorted({line.sku for line in lines}))
     unknown = sorted({line.sku for line in lines} - set(stock))
     if unknown:
-        raise BusinessFailure(f"unknown product: {', '.join(unknown)}")
+        raise ReservationRefused(f"unknown product: {', '.join(unknown)}")
     wanted: dict[str, int] = {}
     for line in lines:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
@@ -71,7 +70,9 @@ def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineReques
     ]
     if short:
         raise OutOfStock(f"out of stock: {'; '.join(short)}")
-    reservation = Reservation.objects.create(order_id=order_id, idempotency_key=idempotency_key)
+    reservation = Reservation.objects.create(
+        order_id=order_id, idempotency_key=idempotency_key, saga_id=saga_id, step=step
+    )
     for sku, quantity in wanted.items():
         level = stock[sku]
         ReservationLine.objects.create(reservation=reservation, product_id=level.product_id, quantity=quantity)
@@ -88,22 +89,33 @@ def stock_reserve(*, order_id: int, idempotency_key: str, lines: list[LineReques
     return reservation
 
 
-def stock_reserve_by_hand(*, order_id: int, idempotency_key: str, evidence: str) -> Reservation:
+def stock_reserve_by_hand(
+    *, order_id: int, idempotency_key: str, evidence: str, saga_id: str | None = None, step: str = ""
+) -> Reservation:
     """Record that the goods were set aside outside the system (e.g. from another warehouse):
     a reservation without lines, which moves none of our stock, so releasing it moves none."""
     reservation, _ = Reservation.objects.get_or_create(
-        idempotency_key=idempotency_key, defaults={"order_id": order_id, "status": Reservation.Status.RESERVED}
+        idempotency_key=idempotency_key,
+        defaults={"order_id": order_id, "saga_id": saga_id, "step": step, "status": Reservation.Status.RESERVED},
     )
     return reservation
 
 
-def stock_release(*, order_id: int, reservation_key: str, idempotency_key: str) -> Reservation:
+def stock_release(
+    *, order_id: int, reservation_key: str, idempotency_key: str, saga_id: str | None = None, step: str = ""
+) -> Reservation:
     """Release a reservation, as new release movements. With nothing reserved yet, leave a
     released tombstone under the reservation's key, so a late reserve command cannot reserve
     stock for an order that was already compensated."""
     Reservation.objects.get_or_create(
         idempotency_key=reservation_key,
-        defaults={"order_id": order_id, "status": Reservation.Status.RELEASED, "released_at": Now()},
+        defaults={
+            "order_id": order_id,
+            "saga_id": saga_id,
+            "step": step,
+            "status": Reservation.Status.RELEASED,
+            "released_at": Now(),
+        },
     )
     reservation = Reservation.objects.select_for_update().get(idempotency_key=reservation_key)
     if reservation.status == Reservation.Status.RELEASED:

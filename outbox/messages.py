@@ -15,6 +15,14 @@ _ENVELOPE_FIELDS = ("message_id", "type", "destination", "payload")
 P = TypeVar("P")
 
 
+class Channel(typing.NamedTuple):
+    """Where a message of one type goes: its consumer and its type. A context's contracts
+    module declares one per command, reply or event, so that sender and handler share it."""
+
+    destination: str
+    type: str
+
+
 @dataclass(frozen=True)
 class Message:
     message_id: str

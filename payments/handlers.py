@@ -7,7 +7,6 @@ again with the same key and getting the same charge.
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.trace import SpanKind
 
@@ -15,6 +14,8 @@ from common import tracing
 from outbox.consumer import register
 from outbox.messages import Message
 from outbox.publishing import publish
+from payments.contracts import Charged, ChargePayment, Refunded, RefundLateCharge, RefundPayment
+from payments.exceptions import PaymentRefused
 from payments.gateway import ChargeAlreadyRefunded, GatewayResponse, get_gateway
 from payments.models import Payment, StepOutcome
 from payments.services import (
@@ -30,33 +31,10 @@ from sagas.messages import command_meta
 from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 from sagas.participant import saga_participant
 
-CONSUMER = "payments"
 BOOK = OutcomeBook(StepOutcome)
-REFUND_LATE_CHARGE = "refund_late_charge"
 # The provider's ids, as an operator pastes them from its console into their evidence.
 CHARGE_ID = re.compile(r"\bch_[A-Za-z0-9]+\b")
 REFUND_ID = re.compile(r"\bre_[A-Za-z0-9]+\b")
-
-
-@dataclass(frozen=True)
-class ChargePayment:
-    order_id: int
-    amount: int
-    currency: str
-    token: str
-
-
-@dataclass(frozen=True)
-class RefundPayment:
-    order_id: int
-    charge_key: str
-
-
-@dataclass(frozen=True)
-class RefundLateCharge:
-    order_id: int
-    charge_key: str
-    transaction_id: str
 
 
 def charge_call(message: Message) -> GatewayResponse | None:
@@ -71,17 +49,20 @@ def charge_call(message: Message) -> GatewayResponse | None:
         )
 
 
-def charge(message: Message, response: GatewayResponse | None) -> dict[str, Any]:
+def charge(message: Message, response: GatewayResponse | None) -> Charged:
     command = message.parse(ChargePayment)
     key = command_meta(message).idempotency_key
     if response is None:
         payment = Payment.objects.get(idempotency_key=key)
         response = GatewayResponse(True, "charge", payment.amount, payment.currency, payment.provider_charge_id)
-    payment = payment_record_charge(order_id=command.order_id, step_key=key, response=response)
-    return {"payment_id": payment.pk}
+    meta = command_meta(message)
+    payment = payment_record_charge(
+        order_id=command.order_id, step_key=key, response=response, saga_id=meta.saga_id, step=meta.step
+    )
+    return Charged(payment_id=payment.pk)
 
 
-def charge_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def charge_by_hand(message: Message, evidence: str) -> Charged:
     command = message.parse(ChargePayment)
     found = CHARGE_ID.search(evidence)
     payment = payment_record_charge_by_hand(
@@ -90,8 +71,10 @@ def charge_by_hand(message: Message, evidence: str) -> dict[str, Any]:
         amount=command.amount,
         currency=command.currency,
         charge_id=found.group(0) if found else "",
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
-    return {"payment_id": payment.pk}
+    return Charged(payment_id=payment.pk)
 
 
 def charge_found(message: Message) -> GatewayResponse | None:
@@ -113,11 +96,17 @@ def _refund_as_late(message: Message, transaction_id: str) -> None:
     command = message.parse(ChargePayment)
     key = command_meta(message).idempotency_key
     publish(
-        type=REFUND_LATE_CHARGE,
-        destination=CONSUMER,
+        type=RefundLateCharge.channel.type,
+        destination=RefundLateCharge.channel.destination,
         aggregate="payment",
         aggregate_id=key,
-        payload=RefundLateCharge(order_id=command.order_id, charge_key=key, transaction_id=transaction_id),
+        payload=RefundLateCharge(
+            order_id=command.order_id,
+            charge_key=key,
+            transaction_id=transaction_id,
+            saga_id=command_meta(message).saga_id,
+            step=command_meta(message).step,
+        ),
     )
 
 
@@ -173,7 +162,7 @@ def refund_call(message: Message) -> RefundCall:
     return RefundCall(charge=call.charge, refund=call.refund, looked_up_charge_id=looked_up)
 
 
-def refund(message: Message, call: RefundCall) -> dict[str, Any]:
+def refund(message: Message, call: RefundCall) -> Refunded:
     command = message.parse(RefundPayment)
     payment = payment_record_refund(
         order_id=command.order_id,
@@ -182,11 +171,13 @@ def refund(message: Message, call: RefundCall) -> dict[str, Any]:
         charge=call.charge,
         refund=call.refund,
         looked_up_charge_id=call.looked_up_charge_id,
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
-    return {"refunded_payment_status": payment.status, "refunded_amount": payment.refunded_amount}
+    return Refunded(refunded_payment_status=payment.status, refunded_amount=payment.refunded_amount)
 
 
-def refund_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def refund_by_hand(message: Message, evidence: str) -> Refunded:
     command = message.parse(RefundPayment)
     found = REFUND_ID.search(evidence)
     payment = payment_record_refund_by_hand(
@@ -194,8 +185,10 @@ def refund_by_hand(message: Message, evidence: str) -> dict[str, Any]:
         charge_key=command.charge_key,
         refund_key=command_meta(message).idempotency_key,
         refund_id=found.group(0) if found else "",
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
-    return {"refunded_payment_status": payment.status, "refunded_amount": payment.refunded_amount}
+    return Refunded(refunded_payment_status=payment.status, refunded_amount=payment.refunded_amount)
 
 
 def refund_late_call(message: Message) -> RefundCall:
@@ -211,13 +204,17 @@ def refund_late_call(message: Message) -> RefundCall:
 def refund_late(message: Message, call: RefundCall) -> None:
     command = message.parse(RefundLateCharge)
     payment_record_late_charge_refund(
-        order_id=command.order_id, charge_key=command.charge_key, charge=call.charge, refund=call.refund
+        order_id=command.order_id,
+        charge_key=command.charge_key,
+        charge=call.charge,
+        refund=call.refund,
+        saga_id=command.saga_id or None,
+        step=command.step,
     )
 
 
 saga_participant(
-    CONSUMER,
-    "charge_payment",
+    ChargePayment.channel,
     handle=charge,
     prepare=charge_call,
     book=BOOK,
@@ -225,6 +222,14 @@ saga_participant(
     late_effect=charge_landed_late,
     find_effect=charge_found,
     lost_by_hand=charge_by_hand_lost,
+    business_failures=(PaymentRefused,),
 )
-saga_participant(CONSUMER, "refund_payment", handle=refund, prepare=refund_call, book=BOOK, manual=refund_by_hand)
-register(CONSUMER, REFUND_LATE_CHARGE, handle=refund_late, prepare=refund_late_call)
+saga_participant(
+    RefundPayment.channel,
+    handle=refund,
+    prepare=refund_call,
+    book=BOOK,
+    manual=refund_by_hand,
+    business_failures=(PaymentRefused,),
+)
+register(*RefundLateCharge.channel, handle=refund_late, prepare=refund_late_call)

@@ -16,6 +16,10 @@ class Payment(models.Model):
     id = models.BigAutoField(primary_key=True)
     order_id = models.BigIntegerField(db_index=True)
     idempotency_key = models.CharField(max_length=300, unique=True, help_text="the charge step's key")
+    # The saga step that made the row (None: made outside a saga). The auditor joins on these,
+    # never on the text of the key.
+    saga_id = models.UUIDField(null=True, blank=True, db_index=True)
+    step = models.CharField(max_length=100, blank=True, default="", db_default="")
     provider_charge_id = models.CharField(max_length=100, blank=True)
     amount = models.PositiveIntegerField(help_text="in minor units")
     currency = models.CharField(max_length=3)

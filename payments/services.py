@@ -3,9 +3,9 @@ these functions record their results."""
 
 from django.db.models.functions import Now
 
+from payments.exceptions import PaymentDeclined, PaymentRefused
 from payments.gateway import GatewayResponse
 from payments.models import LedgerEntry, Payment
-from sagas.exceptions import BusinessFailure
 
 
 def provider_key(step_key: str) -> str:
@@ -13,18 +13,23 @@ def provider_key(step_key: str) -> str:
     return f"pay:{step_key}"
 
 
-def payment_record_charge(*, order_id: int, step_key: str, response: GatewayResponse) -> Payment:
-    """Record a successful charge once; a declined one is a business failure."""
+def payment_record_charge(
+    *, order_id: int, step_key: str, response: GatewayResponse, saga_id: str | None = None, step: str = ""
+) -> Payment:
+    """Record a successful charge once; a declined one is a business failure. ``saga_id`` and
+    ``step``: the saga step that charged (as on every row a step makes here)."""
     existing = Payment.objects.filter(idempotency_key=step_key).first()
     if existing is not None:
         if existing.status == Payment.Status.VOIDED:
-            raise BusinessFailure("the payment was voided by a compensation before it was charged")
+            raise PaymentRefused("the payment was voided by a compensation before it was charged")
         return existing
     if not response.is_success:
-        raise BusinessFailure(f"payment declined: {response.error}")
+        raise PaymentDeclined(f"payment declined: {response.error}")
     payment = Payment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
+        saga_id=saga_id,
+        step=step,
         provider_charge_id=response.transaction_id,
         amount=response.amount,
         currency=response.currency,
@@ -62,16 +67,25 @@ def late_charge_key(step_key: str, transaction_id: str) -> str:
 
 
 def payment_record_charge_by_hand(
-    *, order_id: int, step_key: str, amount: int, currency: str, charge_id: str
+    *,
+    order_id: int,
+    step_key: str,
+    amount: int,
+    currency: str,
+    charge_id: str,
+    saga_id: str | None = None,
+    step: str = "",
 ) -> Payment:
     """Record a charge an operator made in the provider's console. Its id is the evidence a
     refund acts on later; without one, the charge cannot be refunded through the gateway, so
     the record is refused rather than kept as money nobody can find."""
     if not charge_id:
-        raise BusinessFailure("give the provider's charge id (ch_...) as evidence of a charge made by hand")
+        raise PaymentRefused("give the provider's charge id (ch_...) as evidence of a charge made by hand")
     payment = Payment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
+        saga_id=saga_id,
+        step=step,
         provider_charge_id=charge_id,
         amount=amount,
         currency=currency,
@@ -96,6 +110,8 @@ def payment_record_refund(
     charge: GatewayResponse | None,
     refund: GatewayResponse | None,
     looked_up_charge_id: str = "",
+    saga_id: str | None = None,
+    step: str = "",
 ) -> Payment:
     """Record a refund as a new ledger entry. With no charge at the gateway, leave a voided
     payment under the charge key so that a late charge command is refused.
@@ -110,18 +126,22 @@ def payment_record_refund(
             return Payment.objects.create(
                 order_id=order_id,
                 idempotency_key=charge_key,
+                saga_id=saga_id,
+                step=step,
                 amount=charge.amount if charge else 0,
                 currency=charge.currency if charge else "XXX",
                 status=Payment.Status.VOIDED,
             )
         # The gateway charged but our record never committed (e.g. the step timed out for good):
         # record the charge now, so the ledger agrees with the gateway, then the refund.
-        payment = payment_record_charge(order_id=order_id, step_key=charge_key, response=charge)
+        payment = payment_record_charge(
+            order_id=order_id, step_key=charge_key, response=charge, saga_id=saga_id, step=step
+        )
     if payment.status != Payment.Status.CHARGED:
         return payment
     if refund is None:
         if looked_up_charge_id and looked_up_charge_id == payment.provider_charge_id:
-            raise BusinessFailure(
+            raise PaymentRefused(
                 f"charge {payment.provider_charge_id} is not known to the gateway, so it cannot be refunded"
                 " through it: refund it by hand"
             )
@@ -139,20 +159,28 @@ def payment_record_refund(
     return payment
 
 
-def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key: str, refund_id: str) -> Payment:
+def payment_record_refund_by_hand(
+    *, order_id: int, charge_key: str, refund_key: str, refund_id: str, saga_id: str | None = None, step: str = ""
+) -> Payment:
     """Record a refund an operator made in the provider's console, as the ledger entry the
     saga's refund would have written (the provider's refund id as its reference). A charge in
     our books without the id of its refund is refused: "nothing was charged" or "refunded" on
     the operator's word alone would leave a ledger nobody can check against the gateway."""
     payment = Payment.objects.select_for_update().filter(idempotency_key=charge_key).first()
     if payment is not None and payment.status == Payment.Status.CHARGED and not refund_id:
-        raise BusinessFailure(
+        raise PaymentRefused(
             f"our books hold charge {payment.provider_charge_id or '(no id)'} of {payment.amount} {payment.currency}:"
             " give the provider's refund id (re_...) as evidence of its refund by hand"
         )
     if payment is None:
         return Payment.objects.create(
-            order_id=order_id, idempotency_key=charge_key, amount=0, currency="XXX", status=Payment.Status.VOIDED
+            order_id=order_id,
+            idempotency_key=charge_key,
+            saga_id=saga_id,
+            step=step,
+            amount=0,
+            currency="XXX",
+            status=Payment.Status.VOIDED,
         )
     if payment.status != Payment.Status.CHARGED:
         return payment
@@ -170,7 +198,13 @@ def payment_record_refund_by_hand(*, order_id: int, charge_key: str, refund_key:
 
 
 def payment_record_late_charge_refund(
-    *, order_id: int, charge_key: str, charge: GatewayResponse | None, refund: GatewayResponse | None
+    *,
+    order_id: int,
+    charge_key: str,
+    charge: GatewayResponse | None,
+    refund: GatewayResponse | None,
+    saga_id: str | None = None,
+    step: str = "",
 ) -> None:
     """Book a charge that landed after its step was compensated or done by hand, and its
     refund, so that the ledger says what the gateway did: net nothing."""
@@ -196,6 +230,8 @@ def payment_record_late_charge_refund(
             idempotency_key=late_key,
             defaults={
                 "order_id": order_id,
+                "saga_id": saga_id,
+                "step": step,
                 "provider_charge_id": charge.transaction_id,
                 "amount": charge.amount,
                 "currency": charge.currency,

@@ -1,8 +1,11 @@
 """Declaring a saga: an ordered list of steps, each with its action and compensation.
 
 A step's action and compensation are small functions that turn the saga's typed data into
-the command message for one context. Compensatable steps come first, then the pivot, then
-the steps that can only be retried (they run after the pivot and are never compensated).
+the command of one context, built from that context's contract (``Command.of``). A step's
+``on_reply`` (and ``on_compensated``) says which of the saga's data its reply changes: data
+never flows in by a field name that happens to match. Compensatable steps come first, then
+the pivot, then the steps that can only be retried (they run after the pivot and are never
+compensated).
 """
 
 import dataclasses
@@ -11,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
+
+from outbox.messages import Channel, as_payload
 
 
 class StepKind(StrEnum):
@@ -24,16 +29,37 @@ class Command:
     type: str
     payload: dict[str, Any]
 
+    @classmethod
+    def of(cls, contract: Any) -> "Command":
+        """The command of a contract dataclass, sent on the channel its class declares."""
+        channel: Channel = type(contract).channel
+        return cls(channel.destination, channel.type, as_payload(contract))
+
+
+@dataclass(frozen=True)
+class Compensating:
+    """What the engine tells a compensation besides the saga's data: the key of the forward
+    step it undoes (the participant finds that step's effect by it), and why the saga is
+    compensating."""
+
+    forward_key: str
+    failure_reason: str = ""
+
 
 CommandBuilder = Callable[[Any], Command]
+CompensationBuilder = Callable[[Any, Compensating], Command]
+# (the saga's data, the reply's data) -> the saga's data fields that the reply changes.
+ReplyHandler = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     action: CommandBuilder | None = None
-    compensation: CommandBuilder | None = None
+    compensation: CompensationBuilder | None = None
     kind: StepKind = StepKind.COMPENSATABLE
+    on_reply: ReplyHandler | None = None
+    on_compensated: ReplyHandler | None = None
     # None: the engine's defaults (settings.SAGA_STEP_DEADLINE_SECONDS and friends).
     deadline: timedelta | None = None
 
@@ -71,13 +97,10 @@ class SagaDefinition:
     def index(self, name: str) -> int:
         return [step.name for step in self.steps].index(name)
 
-    def known_fields(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The entries of ``data`` that the saga's data class declares."""
-        known = {f.name for f in dataclasses.fields(self.data_class)}
-        return {key: value for key, value in data.items() if key in known}
-
     def load(self, data: dict[str, Any]) -> Any:
-        return self.data_class(**self.known_fields(data))
+        """The saga's typed data from its stored form; a field a later version dropped is left out."""
+        known = {f.name for f in dataclasses.fields(self.data_class)}
+        return self.data_class(**{key: value for key, value in data.items() if key in known})
 
     def dump(self, data: Any) -> dict[str, Any]:
         return dataclasses.asdict(data)

@@ -4,10 +4,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outbox.exceptions import PoisonMessage
-from outbox.messages import Message
+from outbox.messages import Channel, Message
 
 ORCHESTRATOR = "sagas"
 REPLY_TYPE = "saga_reply"
+# Every participant's reply goes to the orchestrator; a context's reply contracts name it.
+SAGA_REPLY = Channel(ORCHESTRATOR, REPLY_TYPE)
 # In a failure reply's data: the books refused an operator's record by hand (e.g. no evidence
 # they can act on). The step itself did not fail: the saga goes back to the operator.
 BY_HAND_REFUSED = "by_hand_refused"

@@ -3,6 +3,8 @@ import uuid
 from django.db import models
 from django.db.models.functions import Now
 
+from sagas.keys import step_key
+
 
 class SagaState(models.TextChoices):
     RUNNING = "running", "running"
@@ -102,8 +104,7 @@ class SagaInstance(models.Model):
 
     def step_key(self, step: str, phase: str | None = None) -> str:
         """The idempotency key of a step: the same on every attempt, derived, never random."""
-        phase = phase or self.phase
-        return f"{self.id}:{step}" if phase == Phase.FORWARD else f"{self.id}:{step}:compensate"
+        return step_key(self.id, step, compensation=(phase or self.phase) == Phase.COMPENSATION)
 
 
 class SagaStep(models.Model):

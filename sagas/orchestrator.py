@@ -23,7 +23,7 @@ from outbox.exceptions import OutsideTransaction
 from outbox.messages import Message
 from outbox.publishing import publish
 from outbox.selectors import any_unpublished
-from sagas.definition import SagaDefinition, Step, StepKind, definition_for
+from sagas.definition import Compensating, SagaDefinition, Step, StepKind, definition_for
 from sagas.locks import lock_saga
 from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, SagaReply
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
@@ -31,6 +31,8 @@ from sagas.rows import saga_insert, saga_save, step_record_reply, step_record_se
 from sagas.tracing import traced_step
 
 logger = logging.getLogger(__name__)
+# The engine's own entry in a saga's stored data (the definition's data class does not declare it).
+COMPENSATION_REASON = "failure_reason"
 
 
 def saga_start(
@@ -181,7 +183,9 @@ def _decides_an_earlier_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
 def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:
     # A compensation's answer is data too: the refund's amount is what the cancellation
     # notice tells the customer, and a notice built without it announces no refund.
-    saga.data = {**saga.data, **definition.known_fields(reply.data)}
+    on_reply = step.on_reply if saga.phase == Phase.FORWARD else step.on_compensated
+    if on_reply is not None and reply.data:
+        saga.data = {**saga.data, **on_reply(definition.load(saga.data), reply.data)}
     if saga.phase == Phase.COMPENSATION:
         saga.compensated_steps = [*saga.compensated_steps, step.name]
         _next_compensation(saga, definition)
@@ -204,7 +208,9 @@ def _begin_compensation(saga: SagaInstance, definition: SagaDefinition, *, reaso
     logger.info("saga compensating", extra={"reason": reason})
     saga.state = SagaState.COMPENSATING
     saga.failure_reason = saga.failure_reason or reason
-    saga.data = {**saga.data, **definition.known_fields({"failure_reason": saga.failure_reason})}
+    # Kept beside the data as compensation began: a compensation retried after the saga failed
+    # tells the customer why the order was cancelled, not why the compensation failed.
+    saga.data = {**saga.data, COMPENSATION_REASON: saga.failure_reason}
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     _next_compensation(saga, definition)
 
@@ -296,9 +302,17 @@ def _send(
     handled in this process right after the commit, ahead of any backlog of copies."""
     step = definition.step(saga.current_step)
     phase = saga.phase
-    builder = step.action if phase == Phase.FORWARD else step.compensation
-    assert builder is not None, f"{step.name} has no {phase} command"
-    command = builder(definition.load(saga.data))
+    data = definition.load(saga.data)
+    if phase == Phase.FORWARD:
+        assert step.action is not None, f"{step.name} has no forward command"
+        command = step.action(data)
+    else:
+        assert step.compensation is not None, f"{step.name} has no compensation"
+        context = Compensating(
+            forward_key=saga.step_key(step.name, Phase.FORWARD),
+            failure_reason=saga.data.get(COMPENSATION_REASON, saga.failure_reason),
+        )
+        command = step.compensation(data, context)
     if saga.attempt > 0:  # a new attempt of a step: the one before it no longer counts
         SagaStep.objects.filter(saga=saga, step=step.name, phase=phase, outcome=Outcome.PENDING).update(
             outcome=Outcome.SUPERSEDED

@@ -3,7 +3,9 @@
 The handler's effect, its inbox row, the final outcome under its step key (sagas.outcomes)
 and the reply commit in one transaction. A business failure commits the reply, the inbox row
 and the refusal alone, so the orchestrator compensates at once:
-a handler decides before it writes, and raises BusinessFailure only before its first write.
+a handler decides before it writes, and raises a business failure only before its first write.
+A context raises its own refusals (e.g. ``PaymentDeclined``) and names them at its registration
+(``business_failures``); the engine's BusinessFailure is for the engine's own refusals.
 One that breaks the rule has its whole delivery rolled back and retried, never a partial
 effect committed (this replaces a savepoint per command: two round trips).
 
@@ -18,17 +20,18 @@ from typing import Any
 from django.db import transaction
 
 from outbox.consumer import register
-from outbox.messages import Message, as_payload
+from outbox.messages import Channel, Message, as_payload
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
 from sagas.messages import BY_HAND_REFUSED, ORCHESTRATOR, REPLY_TYPE, SagaReply, command_meta, command_span_attributes
 from sagas.models import Outcome, Phase
 from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 
-CommandHandler = Callable[[Message, Any], dict[str, Any] | None]
+# Returns the reply's data: a reply contract dataclass, or a dict.
+CommandHandler = Callable[[Message, Any], Any]
 # Records an operator's "done by hand" in the context's own books, from the evidence given;
-# never calls the outside world. Raises BusinessFailure when the books refuse it.
-ManualHandler = Callable[[Message, str], dict[str, Any] | None]
+# never calls the outside world. Raises a business failure when the books refuse it.
+ManualHandler = Callable[[Message, str], Any]
 # Called when a forward copy finds its step already decided (compensated, done by hand) after
 # its outside call may have taken effect: it undoes that effect, e.g. by publishing a command
 # that refunds the charge the call just made.
@@ -51,8 +54,8 @@ DECIDED = _Decided()
 
 
 def saga_participant(
-    consumer: str,
-    type: str,
+    channel: Channel | str,
+    type: str = "",
     *,
     handle: CommandHandler,
     book: OutcomeBook,
@@ -61,6 +64,7 @@ def saga_participant(
     late_effect: LateEffectHandler | None = None,
     find_effect: Callable[[Message], Any] | None = None,
     lost_by_hand: LostByHandHandler | None = None,
+    business_failures: tuple[type[Exception], ...] = (),
 ) -> None:
     """Register a saga command's handler, deciding its step key once (see sagas.outcomes).
 
@@ -70,7 +74,11 @@ def saga_participant(
     ``manual`` instead, without any outside call. ``find_effect`` reads the provider's record
     under the step's key, for a copy that finds its step compensated or done by hand: a
     replayed dead letter of a copy that crashed after its call thus undoes what the call did.
+    ``business_failures``: the context's exceptions that refuse the step for a business reason
+    (a declined card), answered as BusinessFailure is.
     """
+    consumer, type = channel if isinstance(channel, Channel) else (channel, type)
+    refusals = (BusinessFailure, *business_failures)
 
     def guarded_prepare(message: Message) -> Any:
         meta = command_meta(message)
@@ -109,15 +117,16 @@ def saga_participant(
                 if meta.manual is not None:
                     if manual is None:
                         raise BusinessFailure(f"{consumer}/{type} cannot be recorded as done by hand")
-                    data = manual(message, str(meta.manual.get("evidence", ""))) or {}
+                    data = _reply_data(manual(message, str(meta.manual.get("evidence", ""))))
                 else:
-                    data = handle(message, prepared) or {}
-        except BusinessFailure as failure:
+                    data = _reply_data(handle(message, prepared))
+        except refusals as refused:
+            failure = refused if isinstance(refused, BusinessFailure) else BusinessFailure(str(refused))
             if watch.wrote:
                 raise HandlerWroteBeforeFailing(
                     f"{consumer}/{type} wrote before raising a business failure ({failure.reason}); "
                     "its writes cannot be kept beside a failure reply"
-                ) from failure
+                ) from refused
             if meta.phase == Phase.FORWARD and meta.manual is None:
                 # Final: a replayed or resent copy answers the same refusal, and never takes
                 # the stock, money or shipment this copy was refused.
@@ -158,6 +167,10 @@ def saga_participant(
         on_dead_letter=on_dead_letter,
         span_attributes=command_span_attributes,
     )
+
+
+def _reply_data(data: Any) -> dict[str, Any]:
+    return as_payload(data) if data is not None else {}
 
 
 class StepUndecided(RuntimeError):

@@ -1,19 +1,17 @@
 """Shipping's saga commands: create a shipment with the carrier, and cancel it."""
 
-from dataclasses import dataclass
-from typing import Any
-
 from opentelemetry.trace import SpanKind
 
 from common import tracing
 from outbox.consumer import register
 from outbox.messages import Message
 from outbox.publishing import publish
-from sagas.exceptions import BusinessFailure
 from sagas.messages import command_meta
 from sagas.outcomes import Decision, OutcomeBook, OutcomeRecord
 from sagas.participant import saga_participant
 from shipping.carrier import CarrierResponse, get_carrier
+from shipping.contracts import CancelLateShipment, CancelShipment, CreateShipment, ShipmentCancelled, ShipmentCreated
+from shipping.exceptions import ShipmentRefused
 from shipping.models import Shipment, StepOutcome
 from shipping.services import (
     carrier_key,
@@ -23,29 +21,7 @@ from shipping.services import (
     shipment_record_late_cancel,
 )
 
-CONSUMER = "shipping"
 BOOK = OutcomeBook(StepOutcome)
-CANCEL_LATE_SHIPMENT = "cancel_late_shipment"
-
-
-@dataclass(frozen=True)
-class CreateShipment:
-    order_id: int
-    address: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CancelShipment:
-    order_id: int
-    shipment_key: str
-
-
-@dataclass(frozen=True)
-class CancelLateShipment:
-    order_id: int
-    shipment_key: str
-    reference: str
-    tracking_number: str
 
 
 def create_call(message: Message) -> CarrierResponse | None:
@@ -59,24 +35,34 @@ def create_call(message: Message) -> CarrierResponse | None:
         return get_carrier().create_shipment(idempotency_key=shipment_key, address=command.address)
 
 
-def create(message: Message, response: CarrierResponse | None) -> dict[str, Any]:
+def create(message: Message, response: CarrierResponse | None) -> ShipmentCreated:
     command = message.parse(CreateShipment)
     key = command_meta(message).idempotency_key
     if response is None:
         response = CarrierResponse(True, "", "")
-    shipment = shipment_record(order_id=command.order_id, step_key=key, address=command.address, response=response)
-    return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
+    meta = command_meta(message)
+    shipment = shipment_record(
+        order_id=command.order_id,
+        step_key=key,
+        address=command.address,
+        response=response,
+        saga_id=meta.saga_id,
+        step=meta.step,
+    )
+    return ShipmentCreated(shipment_id=shipment.pk, tracking_number=shipment.tracking_number)
 
 
-def create_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def create_by_hand(message: Message, evidence: str) -> ShipmentCreated:
     command = message.parse(CreateShipment)
     shipment = shipment_record_by_hand(
         order_id=command.order_id,
         step_key=command_meta(message).idempotency_key,
         address=command.address,
         evidence=evidence,
+        saga_id=command_meta(message).saga_id,
+        step=command_meta(message).step,
     )
-    return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
+    return ShipmentCreated(shipment_id=shipment.pk, tracking_number=shipment.tracking_number)
 
 
 def create_found(message: Message) -> CarrierResponse | None:
@@ -92,8 +78,8 @@ def create_landed_late(message: Message, response: CarrierResponse | None, recor
         return
     command = message.parse(CreateShipment)
     publish(
-        type=CANCEL_LATE_SHIPMENT,
-        destination=CONSUMER,
+        type=CancelLateShipment.channel.type,
+        destination=CancelLateShipment.channel.destination,
         aggregate="shipment",
         aggregate_id=command_meta(message).idempotency_key,
         payload=CancelLateShipment(
@@ -112,26 +98,32 @@ def cancel_call(message: Message) -> bool:
         return get_carrier().cancel_shipment(idempotency_key=key)
 
 
-def cancel(message: Message, cancelled_at_carrier: bool) -> dict[str, Any]:
+def cancel(message: Message, cancelled_at_carrier: bool) -> ShipmentCancelled:
     command = message.parse(CancelShipment)
     shipment = Shipment.objects.filter(idempotency_key=command.shipment_key).first()
     if shipment is not None and shipment.status == Shipment.Status.CREATED:
         if not shipment.carrier_reference:
-            raise BusinessFailure(
+            raise ShipmentRefused(
                 "the shipment was booked by hand, outside the carrier's interface: cancel it by hand with the carrier"
             )
         if not cancelled_at_carrier:
             # Booked at the carrier after our cancel call found nothing there: deliver again,
             # so that the booking is cancelled before our books say so.
             raise RuntimeError("the shipment was booked while it was being cancelled; cancelling again")
-    shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
-    return {"cancelled_shipment_id": shipment.pk}
+    meta = command_meta(message)
+    shipment = shipment_cancel(
+        order_id=command.order_id, shipment_key=command.shipment_key, saga_id=meta.saga_id, step=meta.step
+    )
+    return ShipmentCancelled(cancelled_shipment_id=shipment.pk)
 
 
-def cancel_by_hand(message: Message, evidence: str) -> dict[str, Any]:
+def cancel_by_hand(message: Message, evidence: str) -> ShipmentCancelled:
     command = message.parse(CancelShipment)
-    shipment = shipment_cancel(order_id=command.order_id, shipment_key=command.shipment_key)
-    return {"cancelled_shipment_id": shipment.pk}
+    meta = command_meta(message)
+    shipment = shipment_cancel(
+        order_id=command.order_id, shipment_key=command.shipment_key, saga_id=meta.saga_id, step=meta.step
+    )
+    return ShipmentCancelled(cancelled_shipment_id=shipment.pk)
 
 
 def cancel_late_call(message: Message) -> bool:
@@ -152,14 +144,21 @@ def cancel_late(message: Message, _: bool) -> None:
 
 
 saga_participant(
-    CONSUMER,
-    "create_shipment",
+    CreateShipment.channel,
     handle=create,
     prepare=create_call,
     book=BOOK,
     manual=create_by_hand,
     late_effect=create_landed_late,
     find_effect=create_found,
+    business_failures=(ShipmentRefused,),
 )
-saga_participant(CONSUMER, "cancel_shipment", handle=cancel, prepare=cancel_call, book=BOOK, manual=cancel_by_hand)
-register(CONSUMER, CANCEL_LATE_SHIPMENT, handle=cancel_late, prepare=cancel_late_call)
+saga_participant(
+    CancelShipment.channel,
+    handle=cancel,
+    prepare=cancel_call,
+    book=BOOK,
+    manual=cancel_by_hand,
+    business_failures=(ShipmentRefused,),
+)
+register(*CancelLateShipment.channel, handle=cancel_late, prepare=cancel_late_call)

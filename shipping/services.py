@@ -2,8 +2,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from sagas.exceptions import BusinessFailure
 from shipping.carrier import CarrierResponse
+from shipping.exceptions import AddressNotServed, ShipmentRefused
 from shipping.models import Shipment
 
 
@@ -12,17 +12,29 @@ def carrier_key(step_key: str) -> str:
     return f"ship:{step_key}"
 
 
-def shipment_record(*, order_id: int, step_key: str, address: dict[str, Any], response: CarrierResponse) -> Shipment:
+def shipment_record(
+    *,
+    order_id: int,
+    step_key: str,
+    address: dict[str, Any],
+    response: CarrierResponse,
+    saga_id: str | None = None,
+    step: str = "",
+) -> Shipment:
+    """Record the carrier's booking once; a refused address is a business failure. ``saga_id``
+    and ``step``: the saga step that ships (as on every shipment a step makes)."""
     existing = Shipment.objects.filter(idempotency_key=step_key).first()
     if existing is not None:
         if existing.status == Shipment.Status.CANCELLED and not existing.carrier_reference:
-            raise BusinessFailure("the shipment was cancelled by a compensation before it was created")
+            raise ShipmentRefused("the shipment was cancelled by a compensation before it was created")
         return existing
     if not response.accepted:
-        raise BusinessFailure(f"carrier rejected the address: {response.error}")
+        raise AddressNotServed(f"carrier rejected the address: {response.error}")
     return Shipment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
+        saga_id=saga_id,
+        step=step,
         status=Shipment.Status.CREATED,
         carrier_reference=response.reference,
         tracking_number=response.tracking_number,
@@ -30,7 +42,15 @@ def shipment_record(*, order_id: int, step_key: str, address: dict[str, Any], re
     )
 
 
-def shipment_record_by_hand(*, order_id: int, step_key: str, address: dict[str, Any], evidence: str) -> Shipment:
+def shipment_record_by_hand(
+    *,
+    order_id: int,
+    step_key: str,
+    address: dict[str, Any],
+    evidence: str,
+    saga_id: str | None = None,
+    step: str = "",
+) -> Shipment:
     """Record a shipment an operator booked outside the carrier's interface. It has no carrier
     reference, so it cannot be cancelled through the interface either: a compensation of it
     escalates to an operator instead of reporting a cancellation that never happened."""
@@ -38,6 +58,8 @@ def shipment_record_by_hand(*, order_id: int, step_key: str, address: dict[str, 
         idempotency_key=step_key,
         defaults={
             "order_id": order_id,
+            "saga_id": saga_id,
+            "step": step,
             "status": Shipment.Status.CREATED,
             "tracking_number": evidence[:100],
             "address": address,
@@ -55,12 +77,18 @@ def shipment_record_late_cancel(*, order_id: int, shipment_key: str, reference: 
     ).update(carrier_reference=reference, tracking_number=tracking_number, updated_at=timezone.now())
 
 
-def shipment_cancel(*, order_id: int, shipment_key: str) -> Shipment:
+def shipment_cancel(*, order_id: int, shipment_key: str, saga_id: str | None = None, step: str = "") -> Shipment:
     """Cancel keeps the row with a new status. With no shipment yet, leave a cancelled
     tombstone so that a late create command is refused."""
     shipment, created = Shipment.objects.select_for_update().get_or_create(
         idempotency_key=shipment_key,
-        defaults={"order_id": order_id, "status": Shipment.Status.CANCELLED, "cancelled_at": timezone.now()},
+        defaults={
+            "order_id": order_id,
+            "saga_id": saga_id,
+            "step": step,
+            "status": Shipment.Status.CANCELLED,
+            "cancelled_at": timezone.now(),
+        },
     )
     if not created and shipment.status == Shipment.Status.CREATED:
         shipment.status = Shipment.Status.CANCELLED

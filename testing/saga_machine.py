@@ -55,11 +55,14 @@ from outbox.consumer import RetryLater, deliver
 from outbox.models import DeadLetter, OutboxMessage
 from payments.gateway import ChargeAlreadyRefunded, FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
+from payments.services import provider_key
 from sagas.exceptions import CancellationRefused, SagaActionRefused
+from sagas.keys import saga_keys_prefix, step_key
 from sagas.models import Phase, SagaInstance, SagaState
 from sagas.orchestrator import saga_request_cancel, saga_sweep
 from shipping.carrier import FakeCarrier
 from shipping.models import CarrierShipment, Shipment
+from shipping.services import carrier_key
 from testing.messages import sent_envelope
 
 ADDRESS = {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
@@ -296,7 +299,7 @@ class SagaMachine(RuleBasedStateMachine):
                 refunds.append(refund.transaction_id)
             return f"refunded {', '.join(refunds)} in the provider's console" if refunds else "nothing was charged"
         if (step, phase) == ("create_shipment", Phase.COMPENSATION):
-            FakeCarrier().cancel_shipment(idempotency_key=f"ship:{saga.pk}:create_shipment")
+            FakeCarrier().cancel_shipment(idempotency_key=carrier_key(step_key(saga.pk, "create_shipment")))
             return "cancelled with the carrier by phone"
         return f"{step} ({phase}) done by hand"
 
@@ -428,7 +431,7 @@ class SagaMachine(RuleBasedStateMachine):
                 Order.Status.CONFIRMED if saga.state == SagaState.COMPLETED else Order.Status.CANCELLED
             ), f"order {order.pk} is {order.status} for a {saga.state} saga"
             live_at_carrier = CarrierShipment.objects.filter(
-                idempotency_key=f"ship:{saga.pk}:create_shipment", accepted=True, cancelled=False
+                idempotency_key=carrier_key(step_key(saga.pk, "create_shipment")), accepted=True, cancelled=False
             ).count()
             live_shipments = Shipment.objects.filter(
                 order_id=order.pk, status__in=[Shipment.Status.CREATED, Shipment.Status.DISPATCHED]
@@ -478,7 +481,7 @@ class SagaMachine(RuleBasedStateMachine):
 
     def _gateway_charges(self, order: Order):
         return GatewayCharge.objects.filter(kind=GatewayCharge.Kind.CHARGE, succeeded=True).filter(
-            Q(idempotency_key__startswith=f"pay:{order.saga_id}:")
+            Q(idempotency_key__startswith=provider_key(saga_keys_prefix(order.saga_id)))
             | Q(transaction_id__in=self.console_charges.get(order.pk, []))
         )
 

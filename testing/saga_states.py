@@ -96,10 +96,10 @@ def stuck() -> SagaInstance:
 
 def stuck_past_pivot() -> SagaInstance:
     saga = place()
-    for _ in ("charge_payment", "reserve_inventory", "create_shipment"):
+    for _ in ("charge_payment", "reserve_stock", "create_shipment"):
         reply(saga)
     saga = fail_until_flagged(saga)
-    assert saga.stuck and saga.current_step == "send_confirmation"
+    assert saga.stuck and saga.current_step == "confirm_order"
     return saga
 
 

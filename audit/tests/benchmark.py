@@ -53,35 +53,36 @@ SELECT saga_id, 'order_fulfilment', 1, CASE outcome WHEN 'confirmed' THEN 'compl
 
 INSERT INTO payments_gatewaycharge (idempotency_key, kind, transaction_id, charge_transaction_id, amount, currency,
                                     token, succeeded, error, created_at)
-SELECT 'pay:' || s.saga_id || ':charge_payment', 'charge', 'ch_' || s.oid, '', o.total_amount, 'EUR', 'tok_visa',
+SELECT {charge_key}, 'charge', 'ch_' || s.oid, '', o.total_amount, 'EUR', 'tok_visa',
        s.outcome <> 'declined', CASE s.outcome WHEN 'declined' THEN 'card declined' ELSE '' END, {ts}
   FROM seed s JOIN orders_order o ON o.id = s.oid;
 
 INSERT INTO payments_gatewaycharge (idempotency_key, kind, transaction_id, charge_transaction_id, amount, currency,
                                     token, succeeded, error, created_at)
-SELECT 'pay:' || s.saga_id || ':charge_payment:compensate', 'refund', 're_' || s.oid, 'ch_' || s.oid,
+SELECT {refund_key}, 'refund', 're_' || s.oid, 'ch_' || s.oid,
        o.total_amount, 'EUR', '', true, '', {ts}
   FROM seed s JOIN orders_order o ON o.id = s.oid WHERE s.outcome IN ('oos', 'rejected');
 
-INSERT INTO payments_payment (order_id, idempotency_key, provider_charge_id, amount, currency, status, created_at,
-                              updated_at)
-SELECT s.oid, s.saga_id || ':charge_payment', 'ch_' || s.oid, o.total_amount, 'EUR',
+INSERT INTO payments_payment (order_id, idempotency_key, saga_id, step, provider_charge_id, amount, currency, status,
+                              created_at, updated_at)
+SELECT s.oid, {charge_step_key}, s.saga_id, 'charge_payment', 'ch_' || s.oid, o.total_amount, 'EUR',
        CASE s.outcome WHEN 'confirmed' THEN 'charged' ELSE 'refunded' END, {ts}, {ts}
   FROM seed s JOIN orders_order o ON o.id = s.oid WHERE s.outcome <> 'declined';
 
 INSERT INTO payments_ledgerentry (payment_id, order_id, kind, amount, currency, idempotency_key, provider_reference,
                                   created_at)
-SELECT p.id, s.oid, 'charge', p.amount, 'EUR', 'pay:' || s.saga_id || ':charge_payment', 'ch_' || s.oid, {ts}
+SELECT p.id, s.oid, 'charge', p.amount, 'EUR', {charge_key}, 'ch_' || s.oid, {ts}
   FROM seed s JOIN payments_payment p ON p.order_id = s.oid;
 
 INSERT INTO payments_ledgerentry (payment_id, order_id, kind, amount, currency, idempotency_key, provider_reference,
                                   created_at)
-SELECT p.id, s.oid, 'refund', p.amount, 'EUR', 'pay:' || s.saga_id || ':charge_payment:compensate', 're_' || s.oid,
+SELECT p.id, s.oid, 'refund', p.amount, 'EUR', {refund_key}, 're_' || s.oid,
        {ts}
   FROM seed s JOIN payments_payment p ON p.order_id = s.oid WHERE s.outcome IN ('oos', 'rejected');
 
-INSERT INTO inventory_reservation (order_id, idempotency_key, status, created_at, released_at)
-SELECT oid, saga_id || ':reserve_inventory', CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
+INSERT INTO inventory_reservation (order_id, idempotency_key, saga_id, step, status, created_at, released_at)
+SELECT oid, {reserve_step_key}, saga_id, 'reserve_stock',
+       CASE outcome WHEN 'confirmed' THEN 'reserved' ELSE 'released' END,
        {ts}, CASE outcome WHEN 'confirmed' THEN NULL ELSE {ts} END
   FROM seed WHERE outcome IN ('confirmed', 'rejected');
 
@@ -100,14 +101,15 @@ UPDATE inventory_stocklevel sl SET reserved = sl.reserved + n.qty, updated_at = 
          GROUP BY l.product_id) AS n
  WHERE sl.product_id = n.product_id;
 
-INSERT INTO shipping_shipment (order_id, idempotency_key, status, carrier_reference, tracking_number, address,
-                               created_at, updated_at)
-SELECT oid, saga_id || ':create_shipment', 'created', 'shp_' || oid, 'TRK' || oid, '{{"country": "DE"}}', {ts}, {ts}
+INSERT INTO shipping_shipment (order_id, idempotency_key, saga_id, step, status, carrier_reference, tracking_number,
+                               address, created_at, updated_at)
+SELECT oid, {shipment_step_key}, saga_id, 'create_shipment', 'created', 'shp_' || oid,
+       'TRK' || oid, '{{"country": "DE"}}', {ts}, {ts}
   FROM seed WHERE outcome = 'confirmed';
 
 INSERT INTO shipping_carriershipment (idempotency_key, reference, tracking_number, accepted, error, cancelled,
                                       created_at)
-SELECT 'ship:' || saga_id || ':create_shipment', 'shp_' || oid,
+SELECT {carrier_shipment_key}, 'shp_' || oid,
        CASE outcome WHEN 'confirmed' THEN 'TRK' || oid ELSE '' END, outcome = 'confirmed',
        CASE outcome WHEN 'rejected' THEN 'country not served: AQ' ELSE '' END, false, {ts}
   FROM seed WHERE outcome IN ('confirmed', 'rejected');
@@ -135,7 +137,18 @@ def seed_catalog(cursor) -> None:
 
 
 def seed_orders(cursor, *, offset: int, count: int, ts: str) -> None:
-    cursor.execute(_SEED.format(offset=offset, count=count, products=PRODUCTS, ts=ts))
+    from audit.checks import charge_key_sql, refund_key_sql, shipment_key_sql
+    from sagas.keys import step_key_sql
+
+    keys = {
+        "charge_key": charge_key_sql("s.saga_id"),
+        "refund_key": refund_key_sql("s.saga_id"),
+        "charge_step_key": step_key_sql("s.saga_id", "'charge_payment'"),
+        "reserve_step_key": step_key_sql("saga_id", "'reserve_stock'"),
+        "shipment_step_key": step_key_sql("saga_id", "'create_shipment'"),
+        "carrier_shipment_key": shipment_key_sql("saga_id"),
+    }
+    cursor.execute(_SEED.format(offset=offset, count=count, products=PRODUCTS, ts=ts, **keys))
     cursor.execute("SELECT setval(pg_get_serial_sequence('orders_order', 'id'), (SELECT max(id) FROM orders_order))")
 
 

@@ -14,6 +14,7 @@ from console.operations import saga_mark_step_done
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge
 from payments.models import StepOutcome as PaymentStepOutcome
+from sagas.keys import step_key
 from sagas.models import SagaState
 from testing.messages import sent_envelope
 from testing.saga_states import make_catalog, place, settle, stuck
@@ -74,7 +75,7 @@ def test_a_charge_by_hand_that_lost_to_a_copy_in_flight_and_was_refunded_is_cons
 
 def test_a_step_done_by_hand_that_its_participant_never_recorded_is_reported(operator):
     saga, _ = _charged_by_hand(operator)
-    PaymentStepOutcome.objects.filter(step_key=f"{saga.pk}:charge_payment").update(outcome="done")
+    PaymentStepOutcome.objects.filter(step_key=step_key(saga.pk, "charge_payment")).update(outcome="done")
 
     report = audit_run(full=True)
 

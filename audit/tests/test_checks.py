@@ -19,6 +19,8 @@ from inventory.services import LineRequest, product_upsert, stock_reserve
 from orders.models import Notification, Order, OrderLine
 from outbox.models import OutboxMessage
 from payments.models import GatewayCharge, LedgerEntry, Payment
+from payments.services import provider_key
+from sagas.keys import step_key
 from sagas.models import Phase, SagaInstance
 from shipping.models import CarrierShipment, Shipment
 from shipping.services import carrier_key
@@ -45,7 +47,7 @@ def only(report, kind: str):
 
 
 def _canonical_charge(order: Order) -> GatewayCharge:
-    return GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment")
+    return GatewayCharge.objects.get(idempotency_key=provider_key(step_key(order.saga_id, "charge_payment")))
 
 
 # ---------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def test_a_refunded_confirmed_order_is_reported_and_its_shipment_has_no_payment_
     order = scenarios.confirmed()
     charge = _canonical_charge(order)
     refund = GatewayCharge.objects.create(
-        idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate",
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True)),
         kind="refund",
         transaction_id="re_planted",
         charge_transaction_id=charge.transaction_id,
@@ -239,9 +241,9 @@ def test_a_confirmed_order_without_its_confirmation_email_is_reported(product):
 
 def test_a_cancelled_order_whose_refund_went_to_another_charge_is_reported(product):
     order = scenarios.out_of_stock()
-    GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
-        charge_transaction_id="ch_someone_else"
-    )
+    GatewayCharge.objects.filter(
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True))
+    ).update(charge_transaction_id="ch_someone_else")
     assert "We refunded 495.00 EUR." in Notification.objects.get(order=order).body
 
     report = audit_run(full=True)
@@ -325,7 +327,7 @@ def test_a_cancelled_order_that_touched_nothing_needs_no_cancellation_notice(pro
 def test_a_gateway_charge_for_no_order_is_reported(product):
     scenarios.confirmed()
     stray = GatewayCharge.objects.create(
-        idempotency_key=f"pay:{uuid.uuid4()}:charge_payment",
+        idempotency_key=provider_key(step_key(uuid.uuid4(), "charge_payment")),
         kind="charge",
         transaction_id="ch_stray",
         amount=4500,
@@ -343,7 +345,7 @@ def test_a_gateway_charge_for_no_order_is_reported(product):
 def test_a_second_gateway_charge_for_an_order_under_another_key_is_reported(product):
     order = scenarios.confirmed()
     second = GatewayCharge.objects.create(
-        idempotency_key=f"pay:{order.saga_id}:charge_payment:attempt-2",
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment")) + ":attempt-2",
         kind="charge",
         transaction_id="ch_second",
         amount=4500,
@@ -358,7 +360,7 @@ def test_a_second_gateway_charge_for_an_order_under_another_key_is_reported(prod
 
 def test_a_declined_charge_is_not_a_charge(product):
     GatewayCharge.objects.create(
-        idempotency_key=f"pay:{uuid.uuid4()}:charge_payment",
+        idempotency_key=provider_key(step_key(uuid.uuid4(), "charge_payment")),
         kind="charge",
         transaction_id="ch_declined",
         amount=4500,
@@ -374,7 +376,7 @@ def test_a_gateway_refund_missing_from_our_ledger_is_reported(product):
     order = scenarios.confirmed()
     charge = _canonical_charge(order)
     GatewayCharge.objects.create(
-        idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate",
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True)),
         kind="refund",
         transaction_id="re_unrecorded",
         charge_transaction_id=charge.transaction_id,
@@ -649,8 +651,10 @@ def test_a_charge_refunded_twice_under_another_key_is_reported(product):
     # refunded again. Our ledger and the saga's keys see one refund; the gateway has two.
     order = scenarios.out_of_stock()
     charge = _canonical_charge(order)
-    second = _refund_at_gateway(charge, key=f"pay:{order.saga_id}:charge_payment:undo")
-    first = GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate")
+    second = _refund_at_gateway(charge, key=provider_key(step_key(order.saga_id, "charge_payment")) + ":undo")
+    first = GatewayCharge.objects.get(
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True))
+    )
 
     report = audit_run(full=True)
 
@@ -743,9 +747,9 @@ def test_a_refund_of_the_charge_named_by_the_payment_backs_the_notice(product):
 def test_a_refund_made_under_another_key_backs_the_notice(product):
     # Refunded in the gateway's console, say: found by the charge it refunds, not by its key.
     order = scenarios.out_of_stock()
-    GatewayCharge.objects.filter(idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate").update(
-        idempotency_key="console:re_1"
-    )
+    GatewayCharge.objects.filter(
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True))
+    ).update(idempotency_key="console:re_1")
     Notification.objects.filter(order=order).update(body="We refunded 495.00 EUR.")
 
     report = audit_run(full=True)

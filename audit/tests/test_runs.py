@@ -20,8 +20,11 @@ from inventory.models import Product, StockLevel
 from inventory.services import stock_receive
 from orders.models import Notification, Order
 from payments.models import GatewayCharge
+from payments.services import provider_key
+from sagas.keys import step_key
 from sagas.models import SagaInstance
 from shipping.models import CarrierShipment, Shipment
+from shipping.services import carrier_key
 from testing import scenarios
 
 pytestmark = pytest.mark.django_db
@@ -71,9 +74,9 @@ def test_an_incremental_run_checks_only_the_orders_that_changed(product, no_over
 def test_an_incremental_run_catches_a_late_charge_on_a_finished_order(product, no_overlap):
     order = scenarios.declined()
     audit_run(full=True)
-    charge = GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment")
+    charge = GatewayCharge.objects.get(idempotency_key=provider_key(step_key(order.saga_id, "charge_payment")))
     GatewayCharge.objects.create(
-        idempotency_key=f"pay:{order.saga_id}:charge_payment:compensate",
+        idempotency_key=provider_key(step_key(order.saga_id, "charge_payment", compensation=True)),
         kind="refund",
         transaction_id="re_late",
         charge_transaction_id=charge.transaction_id,
@@ -93,7 +96,7 @@ def test_an_incremental_run_catches_a_carrier_booking_that_lands_after_the_saga_
     order = scenarios.out_of_stock()
     audit_run(full=True)
     CarrierShipment.objects.create(
-        idempotency_key=f"ship:{order.saga_id}:create_shipment",
+        idempotency_key=carrier_key(step_key(order.saga_id, "create_shipment")),
         reference="shp_late",
         tracking_number="T",
         accepted=True,
@@ -112,7 +115,7 @@ def test_a_second_carrier_booking_under_another_key_stays_open_until_the_carrier
     order = scenarios.confirmed()
     audit_run(full=True)
     second = CarrierShipment.objects.create(
-        idempotency_key=f"ship:{order.saga_id}:create_shipment:retry",
+        idempotency_key=carrier_key(step_key(order.saga_id, "create_shipment")) + ":retry",
         reference="shp_retry",
         tracking_number="T",
         accepted=True,
@@ -138,7 +141,7 @@ def test_a_second_carrier_booking_under_another_key_stays_open_until_the_carrier
 def test_an_incremental_run_catches_a_second_refund_and_keeps_it_open(product, no_overlap):
     order = scenarios.out_of_stock()
     audit_run(full=True)
-    charge = GatewayCharge.objects.get(idempotency_key=f"pay:{order.saga_id}:charge_payment")
+    charge = GatewayCharge.objects.get(idempotency_key=provider_key(step_key(order.saga_id, "charge_payment")))
     GatewayCharge.objects.create(
         idempotency_key="console:re_1",
         kind="refund",

@@ -97,12 +97,12 @@ def test_one_order_is_one_trace_from_the_api_request_to_the_email(spans):
         "saga step charge_payment",
         "handle charge_payment",
         "gateway charge",
-        "saga step reserve_inventory",
+        "saga step reserve_stock",
         "handle reserve_stock",
         "saga step create_shipment",
         "handle create_shipment",
         "carrier create_shipment",
-        "saga step send_confirmation",
+        "saga step confirm_order",
         "handle confirm_order",
         "email confirmation",
     ):
@@ -116,7 +116,7 @@ def test_one_order_is_one_trace_from_the_api_request_to_the_email(spans):
         current = by_id[current.parent.span_id]
         chain.append(current.name)
     assert current is request
-    assert chain[:2] == ["handle confirm_order", "saga step send_confirmation"]
+    assert chain[:2] == ["handle confirm_order", "saga step confirm_order"]
     first_command = _one([s for s in by_id.values() if s.name == "saga step charge_payment"], "first step")
     assert first_command.parent.span_id == request.context.span_id
     assert first_command.attributes["backoffice.order_id"] == order.pk

@@ -19,6 +19,7 @@ from console.models import AuditLog
 from console.operations import saga_position
 from console.operators import operators_group_ensure
 from outbox.models import DeadLetter, OutboxMessage
+from sagas.keys import step_key
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
 from testing.messages import sent_envelope
@@ -141,7 +142,7 @@ def test_saga_page_shows_the_order_timeline_messages_lineage_and_the_actions_of_
     page = operator_client.get(_saga_url(saga)).content.decode()
     for section in ("order-panel", "money-panel", "stock-panel", "shipment-panel", "timeline", "messages", "lineage"):
         assert f'id="{section}"' in page
-    assert f"{saga.pk}:charge_payment" in page  # the step key in the lineage
+    assert step_key(saga.pk, "charge_payment") in page  # the step key in the lineage
     command = OutboxMessage.objects.filter(correlation_id=str(saga.pk)).first()
     assert str(command.message_id) in page
     assert 'id="action-retry_step"' in page and 'id="action-compensate"' in page

@@ -31,6 +31,7 @@ from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.exceptions import SagaActionRefused
+from sagas.keys import step_key
 from sagas.models import Outcome, Phase, SagaEvent, SagaInstance, SagaState, SagaStep
 from testing.messages import sent_envelope
 from testing.saga_states import (
@@ -113,7 +114,7 @@ def test_each_action_in_each_state_is_allowed_or_refused_and_audited(catalog, op
 
 def test_refusals_say_why_in_words_an_operator_understands(catalog, operator):
     saga = stuck_past_pivot()
-    with pytest.raises(SagaActionRefused, match="past its pivot.*send_confirmation"):
+    with pytest.raises(SagaActionRefused, match="past its pivot.*confirm_order"):
         saga_compensate(saga_id=saga.pk, actor=operator, reason=REASON)
     saga = failed()
     with pytest.raises(SagaActionRefused, match="retry compensation"):
@@ -140,14 +141,14 @@ def test_retry_step_sends_a_new_attempt_with_the_same_key_and_the_saga_continues
     assert saga.step_deadline > timezone.now()
     retry = SagaStep.objects.get(saga=saga, step="charge_payment", attempt=4)
     assert retry.outcome == Outcome.PENDING
-    assert retry.idempotency_key == first.idempotency_key == f"{saga.pk}:charge_payment"
+    assert retry.idempotency_key == first.idempotency_key == step_key(saga.pk, "charge_payment")
     command = OutboxMessage.objects.get(message_id=retry.command_message_id)
     assert command.headers["idempotency_key"] == first.idempotency_key and command.headers["attempt"] == 4
 
     reply(saga, Outcome.TECHNICAL_FAILURE, attempt=3)  # a late answer to the old attempt
     assert saga.attempt == 4 and not saga.stuck
     reply(saga)  # the retry succeeds
-    assert (saga.state, saga.current_step) == (SagaState.RUNNING, "reserve_inventory")
+    assert (saga.state, saga.current_step) == (SagaState.RUNNING, "reserve_stock")
 
 
 def test_retried_step_that_fails_again_is_flagged_stuck_again(catalog, operator):
@@ -210,7 +211,7 @@ def test_retry_compensation_runs_the_failed_compensation_again_with_its_key(cata
     assert (saga.state, saga.current_step, saga.attempt) == (SagaState.COMPENSATING, "charge_payment", attempts + 1)
     assert saga.finished_at is None
     retry = SagaStep.objects.get(saga=saga, phase=Phase.COMPENSATION, attempt=attempts + 1)
-    assert retry.idempotency_key == f"{saga.pk}:charge_payment:compensate"
+    assert retry.idempotency_key == step_key(saga.pk, "charge_payment", compensation=True)
     reply(saga)  # refunded
     assert (saga.state, saga.current_step) == (SagaState.COMPENSATING, "create_order")
     reply(saga)  # order cancelled
@@ -244,7 +245,7 @@ def test_mark_done_by_hand_records_the_evidence_in_the_participant_and_continues
     saga.refresh_from_db()
     assert SagaStep.objects.get(pk=manual.pk).outcome == Outcome.MANUAL
     assert saga.state == SagaState.COMPLETED
-    recorded = PaymentStepOutcome.objects.get(step_key=f"{saga.pk}:charge_payment")
+    recorded = PaymentStepOutcome.objects.get(step_key=step_key(saga.pk, "charge_payment"))
     assert (recorded.outcome, recorded.evidence, recorded.decided_by) == ("manual", evidence, "olga")
     order = Order.objects.get(saga_id=saga.pk)
     assert Payment.objects.get(order_id=order.pk).provider_charge_id == charge_id
@@ -283,7 +284,9 @@ def test_a_record_by_hand_the_books_cannot_act_on_is_refused_and_the_saga_waits_
     saga.refresh_from_db()
     assert saga.stuck and "could not be recorded as done by hand" in saga.stuck_reason
     assert (saga.state, saga.current_step) == (SagaState.RUNNING, "charge_payment")
-    assert not PaymentStepOutcome.objects.exclude(outcome="").filter(step_key=f"{saga.pk}:charge_payment").exists()
+    assert (
+        not PaymentStepOutcome.objects.exclude(outcome="").filter(step_key=step_key(saga.pk, "charge_payment")).exists()
+    )
     assert not Payment.objects.exists()
 
 
@@ -307,7 +310,7 @@ def test_mark_done_of_a_failed_compensation_continues_the_compensation(catalog, 
     saga.refresh_from_db()
     assert saga.compensated_steps == ["charge_payment", "create_order"]
     assert saga.state == SagaState.COMPENSATED
-    recorded = PaymentStepOutcome.objects.get(step_key=f"{saga.pk}:charge_payment:compensate")
+    recorded = PaymentStepOutcome.objects.get(step_key=step_key(saga.pk, "charge_payment", compensation=True))
     assert (recorded.outcome, recorded.evidence) == ("manual", EVIDENCE)
 
 

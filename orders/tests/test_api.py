@@ -385,7 +385,7 @@ def test_cancel_of_a_confirmed_order_is_a_409_with_the_reason(shop, catalog):
 def test_cancel_past_the_pivot_is_a_409(shop, catalog):
     order_id = place_order(shop).json()["id"]
     saga_id = Order.objects.get(pk=order_id).saga_id
-    SagaInstance.objects.filter(pk=saga_id).update(current_step="send_confirmation")
+    SagaInstance.objects.filter(pk=saga_id).update(current_step="confirm_order")
     response = shop.post(f"{ORDERS_URL}{order_id}/cancel/")
     assert response.status_code == 409
     assert "pivot" in _error(response)["message"]

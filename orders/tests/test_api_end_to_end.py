@@ -55,9 +55,9 @@ def test_order_placed_through_the_api_ends_confirmed_charged_reserved_and_shippe
     assert body["saga"]["stuck"] is False
     assert _timeline(body) == [
         ("charge_payment", "forward", "success"),
-        ("reserve_inventory", "forward", "success"),
+        ("reserve_stock", "forward", "success"),
         ("create_shipment", "forward", "success"),
-        ("send_confirmation", "forward", "success"),
+        ("confirm_order", "forward", "success"),
     ]
     assert all(step["replied_at"] >= step["sent_at"] for step in body["saga"]["timeline"])
     # Cancelling is now too late.

@@ -21,6 +21,7 @@ from orders.api.tokens import token_digest
 from orders.models import Order
 from payments.gateway import GatewayResponse
 from payments.services import payment_record_charge
+from sagas.keys import step_key
 from shipping.carrier import CarrierResponse
 from shipping.services import shipment_record
 from testing.storefront import make_api_client, order_body, parked_order, stock_catalog
@@ -84,17 +85,17 @@ def _order_in_every_context(user) -> int:
     with transaction.atomic():
         payment_record_charge(
             order_id=order_id,
-            step_key=f"{saga_id}:charge_payment",
+            step_key=step_key(saga_id, "charge_payment"),
             response=GatewayResponse(True, "charge", 2598, "EUR", "ch_test"),
         )
         stock_reserve(
             order_id=order_id,
-            idempotency_key=f"{saga_id}:reserve_inventory",
+            idempotency_key=step_key(saga_id, "reserve_stock"),
             lines=[LineRequest(sku="SKU-1", quantity=2)],
         )
         shipment_record(
             order_id=order_id,
-            step_key=f"{saga_id}:create_shipment",
+            step_key=step_key(saga_id, "create_shipment"),
             address=order_body()["shipping_address"],
             response=CarrierResponse(True, "shp_test", "TRK000000000001"),
         )

@@ -21,16 +21,17 @@ from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from outbox.services import ReplayRefused, dead_letter_replay
 from payments.models import GatewayCharge, LedgerEntry, Payment
+from sagas.keys import step_key
 from testing.messages import sent_envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def _saga_headers(saga_id: str, step: str, phase: str) -> dict:
-    key = f"{saga_id}:{step}" if phase == "forward" else f"{saga_id}:{step}:compensate"
+    key = step_key(saga_id, step, compensation=phase == "compensation")
     headers = {"saga_id": saga_id, "step": step, "phase": phase, "attempt": 1, "idempotency_key": key}
     if phase == "compensation":
-        headers["compensates"] = f"{saga_id}:{step}"
+        headers["compensates"] = step_key(saga_id, step)
     return headers
 
 
@@ -63,7 +64,7 @@ def _refund_envelope(saga_id: str, order_id: int) -> dict:
         "causation_id": "",
         "traceparent": "",
         "created_at": timezone.now().isoformat(),
-        "payload": {"order_id": order_id, "charge_key": f"{saga_id}:charge_payment"},
+        "payload": {"order_id": order_id, "charge_key": step_key(saga_id, "charge_payment")},
         "headers": _saga_headers(saga_id, "charge_payment", "compensation"),
     }
 

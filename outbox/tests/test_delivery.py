@@ -18,6 +18,7 @@ from outbox.relay import relay_batch, relay_drain
 from outbox.services import dead_letter_replay
 from outbox.signing import signed
 from payments.models import GatewayCharge, Payment
+from sagas import keys
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -33,10 +34,10 @@ def _reserve_command(order_id: int, sku: str = "SKU-T", quantity: int = 1, saga_
         correlation_id=saga_id,
         headers={
             "saga_id": saga_id,
-            "step": "reserve_inventory",
+            "step": "reserve_stock",
             "phase": "forward",
             "attempt": 1,
-            "idempotency_key": f"{saga_id}:reserve_inventory",
+            "idempotency_key": keys.step_key(saga_id, "reserve_stock"),
         },
     )
 
@@ -54,7 +55,7 @@ def _charge_command(order_id: int, saga_id: str, amount: int = 500, step_key: st
             "step": "charge_payment",
             "phase": "forward",
             "attempt": 1,
-            "idempotency_key": f"{step_key or saga_id}:charge_payment",
+            "idempotency_key": keys.step_key(step_key or saga_id, "charge_payment"),
         },
     )
 
@@ -186,7 +187,7 @@ def test_worker_killed_mid_handler_message_redelivered_and_handled_once(live_sys
     wait_for(lambda: Payment.objects.filter(order_id=99).exists(), timeout=60, message=live_system.tail())
     wait_for(lambda: _reply_count(message) >= 1, timeout=10)
     assert Payment.objects.filter(order_id=99).count() == 1
-    assert GatewayCharge.objects.filter(idempotency_key__endswith=f"{saga_id}:charge_payment").count() == 1
+    assert GatewayCharge.objects.filter(idempotency_key__endswith=keys.step_key(saga_id, "charge_payment")).count() == 1
     assert InboxMessage.objects.filter(consumer="payments", message_id=message.message_id).count() == 1
     assert _reply_count(message) == 1
 

@@ -25,9 +25,12 @@ from outbox.publishing import _CommitDispatch
 from outbox.services import dead_letter_replay
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
+from payments.services import provider_key
+from sagas.keys import saga_keys_prefix, step_key
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
 from shipping.models import CarrierShipment
+from shipping.services import carrier_key
 from testing.messages import sent_envelope
 from testing.saga_states import make_catalog, place, settle
 
@@ -79,7 +82,9 @@ def dead_letter_command(message: OutboxMessage, *, failure: Exception, target: s
 def gateway_net(saga: SagaInstance, *also: str) -> int:
     """What the customer paid, net, at the gateway: the saga's own keys and the console's charges."""
     charges = GatewayCharge.objects.filter(kind="charge", succeeded=True)
-    ours = charges.filter(idempotency_key__startswith=f"pay:{saga.pk}:") | charges.filter(transaction_id__in=also)
+    ours = charges.filter(idempotency_key__startswith=provider_key(saga_keys_prefix(saga.pk))) | charges.filter(
+        transaction_id__in=also
+    )
     charged = sum(ours.values_list("amount", flat=True))
     refunded = sum(
         GatewayCharge.objects.filter(
@@ -127,7 +132,7 @@ def test_a_replayed_reserve_after_out_of_stock_reserves_nothing_for_the_cancelle
     product = Product.objects.create(sku="SKU-A", name="Grinder", price_amount=PRICE)
     StockLevel.objects.create(product=product)  # nothing on hand
     saga = place()
-    run_until(saga, "reserve_inventory")
+    run_until(saga, "reserve_stock")
     first = pending("reserve_stock")
     dead = dead_letter_command(
         first, failure=OperationalError("could not serialize access"), target="inventory.handlers.stock_reserve"
@@ -185,7 +190,7 @@ def _race_two_copies_of_the_reserve() -> None:
     make_catalog()
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=1)  # one unit left
     saga = place()
-    run_until(saga, "reserve_inventory")
+    run_until(saga, "reserve_stock")
     first = pending("reserve_stock")
     # Attempt 1 is slow; the sweeper finds it unanswered and sends attempt 2 with the same key.
     SagaInstance.objects.filter(pk=saga.pk).update(last_sent_at=timezone.now() - timedelta(hours=1))
@@ -250,7 +255,7 @@ def test_a_charge_done_by_hand_is_final_for_the_copy_that_waited_in_a_backlog(op
     assert saga.state == SagaState.COMPLETED and order.status == Order.Status.CONFIRMED
     assert gateway_net(saga, charge_id) == PRICE, "the customer was charged twice"
     assert ledger_net(order) == PRICE
-    assert not GatewayCharge.objects.filter(idempotency_key=f"pay:{saga.pk}:charge_payment").exists()
+    assert not GatewayCharge.objects.filter(idempotency_key=provider_key(step_key(saga.pk, "charge_payment"))).exists()
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +295,7 @@ def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[D
     make_catalog()
     StockLevel.objects.filter(product__sku="SKU-A").update(on_hand=0)
     saga = place()
-    run_until(saga, "reserve_inventory")  # charged
+    run_until(saga, "reserve_stock")  # charged
     deliver(sent_envelope(pending("reserve_stock")))  # out of stock: compensate
     faults_set(gateway_refund_transient=1.0)
     dead_letters = []
@@ -314,7 +319,7 @@ def _refunds_dead_lettered_until_the_saga_failed() -> tuple[SagaInstance, list[D
 @pytest.mark.django_db
 def test_replaying_a_refund_dead_letter_after_a_refund_done_by_hand_refunds_nothing_more(operator):
     saga, dead_letters = _refunds_dead_lettered_until_the_saga_failed()
-    charge = GatewayCharge.objects.get(idempotency_key=f"pay:{saga.pk}:charge_payment")
+    charge = GatewayCharge.objects.get(idempotency_key=provider_key(step_key(saga.pk, "charge_payment")))
     refund_id = (
         FakeGateway()
         .refund(
@@ -374,7 +379,7 @@ def test_a_shipment_booked_after_its_step_was_compensated_is_cancelled_at_the_ca
     saga.refresh_from_db()
     order = Order.objects.get(saga_id=saga.pk)
     assert saga.state == SagaState.COMPENSATED and order.status == Order.Status.CANCELLED
-    booked = CarrierShipment.objects.get(idempotency_key=f"ship:{saga.pk}:create_shipment")
+    booked = CarrierShipment.objects.get(idempotency_key=carrier_key(step_key(saga.pk, "create_shipment")))
     assert booked.accepted and booked.cancelled, "the carrier holds a live shipment for a cancelled order"
     assert gateway_net(saga) == 0 and ledger_net(order) == 0
     assert (stock().on_hand, stock().reserved) == (10, 0)

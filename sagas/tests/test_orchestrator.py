@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inventory.services import product_upsert, stock_receive
 from orders.models import Order
-from orders.saga import ORDER_SAGA, OrderSagaData, send_confirmation
+from orders.saga import ORDER_SAGA, OrderSagaData, confirm_order
 from orders.services import Customer, LineInput, order_place
 from outbox.consumer import deliver
 from outbox.models import InboxMessage, OutboxMessage
@@ -61,7 +61,7 @@ def _reply(saga: SagaInstance, *, step: str, attempt: int, outcome: str = "succe
 def test_stale_duplicate_and_reordered_replies_are_recorded_and_ignored(catalog):
     order = _place()
     saga = SagaInstance.objects.get(pk=order.saga_id)
-    _reply(saga, step="reserve_inventory", attempt=1)  # reordered: answers a step not yet sent
+    _reply(saga, step="reserve_stock", attempt=1)  # reordered: answers a step not yet sent
     _reply(saga, step="charge_payment", attempt=7)  # an attempt that was never made
     saga.refresh_from_db()
     assert (saga.current_step, saga.state) == ("charge_payment", SagaState.RUNNING)
@@ -70,7 +70,7 @@ def test_stale_duplicate_and_reordered_replies_are_recorded_and_ignored(catalog)
     pump()
     saga.refresh_from_db()
     assert saga.state == SagaState.COMPLETED
-    _reply(saga, step="send_confirmation", attempt=1)  # a duplicate after the end
+    _reply(saga, step="confirm_order", attempt=1)  # a duplicate after the end
     saga.refresh_from_db()
     assert saga.state == SagaState.COMPLETED
     assert SagaEvent.objects.filter(saga=saga, kind="reply_ignored").count() == 3
@@ -106,7 +106,7 @@ def test_definition_rejects_retriable_step_before_compensatable():
             name="bad",
             version=1,
             data_class=OrderSagaData,
-            steps=[Step("a", action=send_confirmation, kind=StepKind.RETRIABLE), Step("b", action=send_confirmation)],
+            steps=[Step("a", action=confirm_order, kind=StepKind.RETRIABLE), Step("b", action=confirm_order)],
         )
 
 
@@ -218,10 +218,10 @@ def test_an_earlier_attempts_decision_moves_the_saga_on_without_waiting_for_the_
     assert (saga.current_step, saga.attempt) == ("charge_payment", 2)
 
     reply(saga, Outcome.SUCCESS, attempt=1)  # the key's decision, whichever copy brings it
-    assert (saga.current_step, saga.attempt) == ("reserve_inventory", 1)
+    assert (saga.current_step, saga.attempt) == ("reserve_stock", 1)
     attempts = dict(SagaStep.objects.filter(saga=saga, step="charge_payment").values_list("attempt", "outcome"))
     assert attempts == {1: Outcome.SUCCESS, 2: Outcome.SUPERSEDED}
 
     reply(saga, Outcome.SUCCESS, attempt=2)  # the resent copy's answer, late: recorded, ignored
     saga.refresh_from_db()
-    assert (saga.current_step, saga.attempt) == ("reserve_inventory", 1)
+    assert (saga.current_step, saga.attempt) == ("reserve_stock", 1)

@@ -90,9 +90,9 @@ def test_happy_path_confirms_with_one_charge_one_reservation_one_shipment_one_em
     assert saga.completed_steps == [
         "create_order",
         "charge_payment",
-        "reserve_inventory",
+        "reserve_stock",
         "create_shipment",
-        "send_confirmation",
+        "confirm_order",
     ]
 
 
@@ -101,7 +101,7 @@ SCENARIOS = {
     "out of stock": (dict(quantity=11), ["charge_payment"], "out of stock"),
     "address rejected": (
         dict(address={**ADDRESS, "country": "AQ"}),
-        ["reserve_inventory", "charge_payment"],
+        ["reserve_stock", "charge_payment"],
         "carrier rejected",
     ),
 }
@@ -120,7 +120,7 @@ def _assert_compensated(order: Order, product: Product, compensated: list[str], 
             "charge",
             "refund",
         ]
-    if "reserve_inventory" in compensated:
+    if "reserve_stock" in compensated:
         kinds = list(StockMovement.objects.filter(reservation__order_id=order.pk).values_list("kind", flat=True))
         assert kinds == ["reserve", "release"]
         assert Reservation.objects.get(order_id=order.pk).status == Reservation.Status.RELEASED
@@ -260,3 +260,22 @@ def test_200_concurrent_orders_for_50_units_confirm_exactly_50(live_system):
     charged = LedgerEntry.objects.filter(kind="charge").aggregate(total=Sum("amount"))["total"]
     refunded = LedgerEntry.objects.filter(kind="refund").aggregate(total=Sum("amount"))["total"]
     assert charged - refunded == confirmed.aggregate(total=Sum("total_amount"))["total"] == 50 * 4500
+
+
+def test_each_row_a_step_makes_names_its_saga_and_step_and_each_reply_reaches_the_saga_data(live_system):
+    _catalog(10)
+    order = _place(quantity=1)
+    saga = _wait_terminal(order, live_system)
+    assert saga.state == SagaState.COMPLETED, _describe(order)
+
+    payment = Payment.objects.get(order_id=order.pk)
+    reservation = Reservation.objects.get(order_id=order.pk)
+    shipment = Shipment.objects.get(order_id=order.pk)
+    assert (payment.saga_id, payment.step) == (saga.pk, "charge_payment")
+    assert (reservation.saga_id, reservation.step) == (saga.pk, "reserve_stock")
+    assert (shipment.saga_id, shipment.step) == (saga.pk, "create_shipment")
+    # What each step's on_reply takes from its reply, and nothing else.
+    assert saga.data["payment_id"] == payment.pk
+    assert saga.data["reservation_id"] == reservation.pk
+    assert (saga.data["shipment_id"], saga.data["tracking_number"]) == (shipment.pk, shipment.tracking_number)
+    assert "order_status" not in saga.data

@@ -6,6 +6,7 @@ import uuid
 import pytest
 from django.db import transaction
 
+from inventory.exceptions import OutOfStock
 from inventory.handlers import BOOK
 from inventory.models import StockMovement
 from inventory.services import product_upsert, stock_receive
@@ -14,6 +15,7 @@ from outbox.models import DeadLetter, InboxMessage, OutboxMessage
 from outbox.publishing import publish
 from sagas.exceptions import BusinessFailure
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
+from sagas.outcomes import Decision
 from sagas.participant import may_write, saga_participant
 from testing.messages import sent_envelope
 
@@ -54,6 +56,44 @@ def test_a_business_failure_before_any_write_commits_the_failure_reply(product):
     reply = OutboxMessage.objects.get(type=REPLY_TYPE, destination=ORCHESTRATOR, causation_id=envelope["message_id"])
     assert (reply.payload["outcome"], reply.payload["error"]) == ("business_failure", "no such thing")
     assert InboxMessage.objects.filter(message_id=envelope["message_id"]).exists()
+
+
+def test_a_context_refusal_named_at_registration_is_answered_as_a_business_failure(product):
+    def refuse(message, _):
+        raise OutOfStock("out of stock: SKU-P (wanted 9, available 5)")
+
+    saga_participant(CONSUMER, "probe_domain_refuse", handle=refuse, book=BOOK, business_failures=(OutOfStock,))
+    envelope = _command("probe_domain_refuse")
+
+    assert deliver(envelope) == "handled"
+
+    reply = OutboxMessage.objects.get(type=REPLY_TYPE, destination=ORCHESTRATOR, causation_id=envelope["message_id"])
+    assert (reply.payload["outcome"], reply.payload["error"]) == (
+        "business_failure",
+        "out of stock: SKU-P (wanted 9, available 5)",
+    )
+    assert InboxMessage.objects.filter(message_id=envelope["message_id"]).exists()
+    assert BOOK.peek(envelope["headers"]["idempotency_key"]) == Decision.REFUSED
+
+
+def test_a_context_refusal_after_a_write_keeps_nothing_as_a_business_failure_would(product, settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    movements = StockMovement.objects.count()
+
+    def write_then_refuse(message, _):
+        StockMovement.objects.create(product=product, kind="receipt", quantity=1, idempotency_key="probe")
+        raise OutOfStock("changed my mind")
+
+    saga_participant(
+        CONSUMER, "probe_domain_write_then_refuse", handle=write_then_refuse, book=BOOK, business_failures=(OutOfStock,)
+    )
+    envelope = _command("probe_domain_write_then_refuse")
+
+    with pytest.raises(Exception, match="wrote before raising a business failure"):
+        deliver(envelope, attempt=0)
+    assert deliver(envelope, attempt=1) == "dead_letter"
+    assert StockMovement.objects.count() == movements
+    assert "wrote before raising a business failure" in DeadLetter.objects.get(message_id=envelope["message_id"]).reason
 
 
 def test_a_handler_that_writes_then_fails_keeps_nothing_and_ends_as_a_dead_letter(product, settings):

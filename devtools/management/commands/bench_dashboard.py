@@ -19,6 +19,7 @@ from django.test import Client
 
 from devtools.benchmarking import in_bench_child, rerun_isolated, stop_on_signals
 from devtools.processes import database_url
+from sagas.keys import step_key_sql
 
 # Out of every 1000 sagas, by the position of the saga in the fill.
 STATE_MIX = """
@@ -64,7 +65,7 @@ FILL_SQL = [
                       WHEN 'failed' THEN 'charge_payment' ELSE '' END,
            CASE state WHEN 'completed' THEN 1 WHEN 'compensated' THEN 1 ELSE 3 END,
            CASE state WHEN 'completed'
-                THEN '["create_order", "charge_payment", "reserve_inventory", "create_shipment", "send_confirmation"]'
+                THEN '["create_order", "charge_payment", "reserve_stock", "create_shipment", "confirm_order"]'
                 WHEN 'running' THEN '["create_order"]'
                 ELSE '["create_order", "charge_payment"]' END::jsonb,
            CASE state WHEN 'compensated' THEN '["create_order"]' ELSE '[]' END::jsonb,
@@ -90,15 +91,17 @@ FILL_SQL = [
     """
     INSERT INTO sagas_sagastep (saga_id, step, phase, attempt, idempotency_key, command_type, command_message_id,
                                 reply_message_id, outcome, reply, error, sent_at, replied_at)
-    SELECT b.saga_id, s.step, 'forward', 1, b.saga_id || ':' || s.step, s.command,
+    SELECT b.saga_id, s.step, 'forward', 1, """
+    + step_key_sql("b.saga_id", "s.step")
+    + """, s.command,
            md5('bench-command-' || b.g || '-' || s.n)::uuid, md5('bench-reply-' || b.g || '-' || s.n)::uuid,
            CASE WHEN b.state = 'completed' THEN 'success'
                 WHEN b.state = 'compensated' THEN 'business_failure' ELSE 'technical_failure' END,
            '{"outcome": "success", "data": {}, "error": ""}'::jsonb, '',
            b.created_at + make_interval(secs => s.n * 0.2), b.created_at + make_interval(secs => s.n * 0.2 + 0.1)
       FROM bench b
-      JOIN (VALUES (1, 'charge_payment', 'charge_payment'), (2, 'reserve_inventory', 'reserve_stock'),
-                   (3, 'create_shipment', 'create_shipment'), (4, 'send_confirmation', 'confirm_order'))
+      JOIN (VALUES (1, 'charge_payment', 'charge_payment'), (2, 'reserve_stock', 'reserve_stock'),
+                   (3, 'create_shipment', 'create_shipment'), (4, 'confirm_order', 'confirm_order'))
            AS s(n, step, command)
         ON s.n <= CASE b.state WHEN 'completed' THEN 4 ELSE 1 END
     """,
