@@ -5,10 +5,10 @@ import pytest
 from django.db import transaction
 from django.db.models import Sum
 
+from payments.exceptions import PaymentDeclined, PaymentRefused
 from payments.gateway import FakeGateway
 from payments.models import LedgerEntry, Payment
 from payments.services import payment_record_charge, payment_record_refund, provider_key
-from sagas.exceptions import BusinessFailure
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +50,7 @@ def test_a_charge_recorded_twice_is_booked_once():
 
 
 def test_a_declined_charge_is_a_business_failure_that_books_nothing():
-    with pytest.raises(BusinessFailure, match="card declined"):
+    with pytest.raises(PaymentDeclined, match="card declined"):
         payment_record_charge(order_id=ORDER_ID, step_key=CHARGE_KEY, response=_charge(token="tok_chargeDeclined"))
     assert not Payment.objects.exists() and not LedgerEntry.objects.exists()
 
@@ -76,7 +76,7 @@ def test_a_refund_before_any_charge_books_nothing_and_refuses_the_late_charge():
         order_id=ORDER_ID, charge_key=CHARGE_KEY, refund_key=REFUND_KEY, charge=None, refund=None
     )
     assert voided.status == Payment.Status.VOIDED
-    with pytest.raises(BusinessFailure, match="voided"):
+    with pytest.raises(PaymentRefused, match="voided"):
         payment_record_charge(order_id=ORDER_ID, step_key=CHARGE_KEY, response=_charge())
     assert not LedgerEntry.objects.exists() and _net() == 0
 

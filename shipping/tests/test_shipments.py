@@ -3,8 +3,8 @@ carrier refuses, and a cancellation that keeps the row (and refuses a late booki
 
 import pytest
 
-from sagas.exceptions import BusinessFailure
 from shipping.carrier import FakeCarrier
+from shipping.exceptions import AddressNotServed, ShipmentRefused
 from shipping.models import Shipment
 from shipping.services import carrier_key, shipment_cancel, shipment_record
 
@@ -34,7 +34,7 @@ def test_a_shipment_recorded_twice_is_one_shipment_with_the_carriers_tracking_nu
 
 def test_an_address_the_carrier_does_not_serve_is_a_business_failure_that_ships_nothing():
     refused = _book({**ADDRESS, "country": "JP"})
-    with pytest.raises(BusinessFailure, match="country not served: JP"):
+    with pytest.raises(AddressNotServed, match="country not served: JP"):
         shipment_record(order_id=ORDER_ID, step_key=STEP_KEY, address=ADDRESS, response=refused)
     assert not Shipment.objects.exists()
 
@@ -52,7 +52,7 @@ def test_a_cancelled_shipment_keeps_its_row_and_cancelling_again_changes_nothing
 
 def test_a_cancellation_before_the_shipment_refuses_the_late_booking():
     shipment_cancel(order_id=ORDER_ID, shipment_key=STEP_KEY)
-    with pytest.raises(BusinessFailure, match="cancelled by a compensation"):
+    with pytest.raises(ShipmentRefused, match="cancelled by a compensation"):
         shipment_record(order_id=ORDER_ID, step_key=STEP_KEY, address=ADDRESS, response=_book())
     shipment = Shipment.objects.get(idempotency_key=STEP_KEY)
     assert (shipment.status, shipment.carrier_reference) == (Shipment.Status.CANCELLED, "")
