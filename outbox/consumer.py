@@ -14,11 +14,12 @@ import random
 import traceback as tb
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Now
 from opentelemetry.trace import Span, SpanKind
 
 from config import metrics, tracing
@@ -95,12 +96,12 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "", local: bool = Fal
     """Handle one delivered envelope. Returns handled, duplicate or dead_letter.
 
     Raises :class:`RetryLater` on a transient failure while attempts remain. ``local``: the
-    caller's transaction is the handler's (local delivery, see ``relay.deliver_committed_locally``):
+    caller's transaction is the handler's (local delivery, see ``dispatch._deliver_here``):
     no savepoint of its own, and any failure of the handler is raised as it is, for the caller to
     roll back and hand the message to the broker, whose delivery retries or dead-letters it.
 
     Every envelope is verified first, except a local one: ``local`` is only ever passed by
-    ``relay.deliver_committed_locally``, which read it from our own outbox table in this very
+    ``dispatch._deliver_here``, which read it from our own outbox table in this very
     transaction (nothing crossed a process boundary); whatever comes through the Celery task,
     from the relay or from anyone else who can write to the broker, is verified.
     """
@@ -328,8 +329,6 @@ def _dead_letter_poison(raw: object, *, queue: str, reason: str) -> None:
 
 
 def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None:
-    from django.db.models.functions import Now
-
     DeadLetter.objects.update_or_create(
         consumer=consumer,
         message_id=message_id,
@@ -338,6 +337,4 @@ def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None
 
 
 def _envelope_of(message: Message) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(message)

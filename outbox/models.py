@@ -1,4 +1,6 @@
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from django.db import models
 from django.db.models.functions import Now
@@ -54,21 +56,32 @@ class OutboxMessage(models.Model):
     def envelope(self) -> dict:
         """The message as the relay sends it, signed (outbox.signing): this row is ours, and
         what is delivered in process from it is authentic like what the relay sends."""
-        return signed(
-            {
-                "message_id": str(self.message_id),
-                "type": self.type,
-                "destination": self.destination,
-                "aggregate": self.aggregate,
-                "aggregate_id": self.aggregate_id,
-                "correlation_id": self.correlation_id,
-                "causation_id": self.causation_id,
-                "traceparent": self.traceparent,
-                "created_at": self.created_at.isoformat(),
-                "payload": self.payload,
-                "headers": self.headers,
-            }
-        )
+        return signed(envelope_of({name: getattr(self, name) for name in ENVELOPE_FIELDS}))
+
+
+# What an envelope carries of its outbox row, in this order; the relay selects these columns.
+ENVELOPE_FIELDS = (
+    "message_id",
+    "type",
+    "destination",
+    "aggregate",
+    "aggregate_id",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "created_at",
+    "payload",
+    "headers",
+)
+
+
+def envelope_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The (unsigned) envelope of an outbox row given by attname: an instance's fields or a
+    row the relay read. The one place that says what a message looks like on the wire."""
+    envelope = {name: row[name] for name in ENVELOPE_FIELDS}
+    envelope["message_id"] = str(envelope["message_id"])
+    envelope["created_at"] = envelope["created_at"].isoformat()
+    return envelope
 
 
 class InboxMessage(models.Model):

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from config.rows import column_names
 from sagas.models import SagaInstance
 from sagas.rows import SAGA_COLUMNS, saga_from_row
 
@@ -20,9 +21,9 @@ def lock_saga(saga_id: object) -> SagaInstance:
     with connection.cursor() as cursor:
         cursor.execute(_LOCK_SQL, [pk])
         row = cursor.fetchone()
-    if row is None:
-        raise SagaInstance.DoesNotExist(f"no saga {pk}")
-    return saga_from_row(row)
+        if row is None:
+            raise SagaInstance.DoesNotExist(f"no saga {pk}")
+        return saga_from_row(column_names(cursor), row)
 
 
 def lock_sagas(saga_ids: Iterable[object]) -> list[SagaInstance]:

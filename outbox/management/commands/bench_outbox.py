@@ -17,7 +17,8 @@ from config.benchmarking import bench_workers, in_bench_child, percentile, rerun
 from config.processes import wait_for
 from config.redis import get_redis
 from outbox.models import InboxMessage, OutboxMessage
-from outbox.publishing import NUDGE_KEY, publish
+from outbox.nudge import NUDGE_KEY
+from outbox.publishing import publish
 from outbox.relay import relay_drain
 
 
