@@ -25,8 +25,8 @@ KNOWN_FAULTS = {
     "gateway_timeout_after_charge": "payment gateway charges, then times out",
     "gateway_refund_transient": "payment gateway answers a transient error to refunds only",
     "carrier_transient": "carrier answers a transient error",
-    "duplicate_delivery": "the relay sends a message twice",
-    "reorder_delivery": "the relay sends a batch in shuffled order across aggregates",
+    "duplicate_delivery": "a message is sent to the broker twice (FaultyBroker)",
+    "reorder_delivery": "a batch is sent to the broker in shuffled order across aggregates (FaultyBroker)",
     "provider_latency_ms": "added latency of fake providers, in milliseconds",
 }
 

@@ -11,8 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
-from django.db.models.functions import Now
 
 from config.rows import column_names, dict_from_row, select_columns
 from outbox import broker
@@ -26,6 +24,20 @@ logger = logging.getLogger(__name__)
 RELAY_LOCK_KEY = 0x0B0C5E1A
 
 _SENT = ("id", *ENVELOPE_FIELDS)
+
+# The relay's batch, claimed and marked raw: through the ORM (``.values()``, and ``id__in`` with
+# one placeholder per id) a batch of 500 cost 16-28 ms of CPU to claim instead of 13-21, and 6.2 ms
+# to mark instead of 1.6; bench_outbox's relay_msgs_per_s was 4191 with the ORM's, against
+# 6761 before and RELAY_RAW_FIGURE with these (pg_commits_per_s 1715 / 1480 / RELAY_MACHINE).
+_CLAIM_SQL = f"""
+    SELECT {select_columns(OutboxMessage, names=_SENT)}
+      FROM outbox_outboxmessage
+     WHERE published_at IS NULL AND available_at <= now()
+     ORDER BY id
+     LIMIT %s
+       FOR UPDATE SKIP LOCKED
+"""
+_MARK_SQL = "UPDATE outbox_outboxmessage SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
 
 # Run after every commit that published (and for every message delivered in process): kept raw
 # because the ORM cannot claim and mark in one statement (an UPDATE ... FROM a locking CTE), and
@@ -54,24 +66,17 @@ def relay_batch(*, batch_size: int | None = None, after_send: Callable[[], None]
     ``after_send`` runs between sending and marking; tests use it to crash the relay there.
     """
     batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
-        # One statement per batch of hundreds: the ORM's compilation is lost in it.
-        rows = list(
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(published_at__isnull=True, available_at__lte=Now())
-            .order_by("id")
-            .values(*_SENT)[:batch_size]
-        )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
+        cursor.execute(_CLAIM_SQL, [batch_size])
+        names = column_names(cursor)
+        rows = [dict_from_row(OutboxMessage, names, row) for row in cursor.fetchall()]
         if not rows:
             return 0
         broker.send([envelope_of(row) for row in rows])
         if after_send is not None:
             after_send()
-        OutboxMessage.objects.filter(id__in=[row["id"] for row in rows]).update(
-            published_at=Now(), attempts=F("attempts") + 1
-        )
+        cursor.execute(_MARK_SQL, [[row["id"] for row in rows]])
     return len(rows)
 
 
