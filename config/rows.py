@@ -69,11 +69,17 @@ def inserted_fields(model: type[models.Model]) -> list[models.Field]:
     return [field for field in model._meta.concrete_fields if not _is_auto_pk(field)]
 
 
-def select_columns(model: type[models.Model], *, names: Sequence[str] | None = None, alias: str = "") -> str:
-    """``alias.column, ...`` of the model's concrete fields (or of the attnames ``names``)."""
+def select_columns(
+    model: type[models.Model], *, names: Sequence[str] | None = None, alias: str = "", prefix: str = ""
+) -> str:
+    """``alias.column, ...`` of the model's concrete fields (or of the attnames ``names``);
+    with ``prefix``, each is named ``<prefix><column>`` (two tables' columns in one row)."""
     fields = model._meta.concrete_fields if names is None else [_field(model, name) for name in names]
-    prefix = f"{alias}." if alias else ""
-    return ", ".join(prefix + connection.ops.quote_name(field.column) for field in fields)
+    quote = connection.ops.quote_name
+    table = f"{alias}." if alias else ""
+    return ", ".join(
+        table + quote(field.column) + (f" AS {quote(prefix + field.column)}" if prefix else "") for field in fields
+    )
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,11 @@ def instance_values(instance: models.Model) -> dict[str, Any]:
     return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
 
 
-def instance_from_row(model: type[M], names: Sequence[str], row: Sequence[Any]) -> M:
+def instance_from_row(model: type[M], names: Sequence[str], row: Sequence[Any], *, prefix: str = "") -> M:
     """A saved instance from a row whose columns are ``names`` (``column_names(cursor)``), in
-    any order; columns that are not the model's are ignored, missing fields are deferred."""
-    return _instance_loader(model, tuple(names))(row)
+    any order; columns that are not the model's (or lack ``prefix``) are ignored, missing
+    fields are deferred."""
+    return _instance_loader(model, tuple(names), prefix)(row)
 
 
 def dict_from_row(model: type[models.Model], names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
@@ -327,7 +334,9 @@ def _from_db(field: models.Field) -> Callable[[Any, Any, Any], Any]:
 
 
 @cache
-def _instance_loader(model: type[M], names: tuple[str, ...]) -> Callable[[Sequence[Any]], M]:
+def _instance_loader(model: type[M], names: tuple[str, ...], prefix: str) -> Callable[[Sequence[Any]], M]:
+    if prefix:
+        names = tuple(name.removeprefix(prefix) if name.startswith(prefix) else "" for name in names)
     indexes, converters = _loading(model, names)
     present = [
         field.attname for field, index in zip(model._meta.concrete_fields, indexes, strict=True) if index is not None

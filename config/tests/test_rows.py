@@ -175,3 +175,20 @@ def test_an_update_writes_every_column_but_the_key_and_those_excluded():
     assert statement.sql.count("= %s") == len(expected) + 1
     assert all(f'"{column}" = %s' in statement.sql for column in expected)
     assert [field.attname for field in inserted_fields(SagaInstance)][0] == "id"  # not an auto key: inserted
+
+
+@pytest.mark.django_db
+def test_two_tables_read_in_one_row_load_by_their_prefixes():
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    user = User.objects.create_user(username="prefixed", email="p@example.com")
+    sql = "SELECT {}, {} FROM auth_user a JOIN auth_user b ON b.id = a.id WHERE a.id = %s".format(
+        select_columns(User, alias="a", prefix="a__"), select_columns(User, alias="b", prefix="b__")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user.pk])
+        names, row = column_names(cursor), cursor.fetchone()
+    for prefix in ("a__", "b__"):
+        loaded = instance_from_row(User, names, row, prefix=prefix)
+        assert _fields(loaded) == _fields(User.objects.get(pk=user.pk)) and loaded.pk == user.pk
