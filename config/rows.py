@@ -99,15 +99,16 @@ def insert_statement(
     model: type[models.Model],
     *,
     expressions: Mapping[str, str] | None = None,
+    on_conflict: str = "",
     returning: Sequence[str] | None = None,
 ) -> Statement:
-    """``INSERT INTO <table> (<inserted_fields>) VALUES (...) RETURNING <returning>``.
+    """``INSERT INTO <table> (<inserted_fields>) VALUES (...) <on_conflict> RETURNING <returning>``.
 
     ``expressions``: attname -> an SQL expression with one ``%s`` bound to the value given
-    under that name (e.g. a time computed by the database). ``returning``: attnames, by
-    default the primary key and every field whose value the database decides (db_default,
-    ``expressions``)."""
-    return _insert_statement(model, tuple(sorted((expressions or {}).items())), _names(returning))
+    under that name (e.g. a time computed by the database). ``on_conflict``: an ``ON CONFLICT``
+    clause without parameters. ``returning``: attnames, by default the primary key and every
+    field whose value the database decides (db_default, ``expressions``)."""
+    return _insert_statement(model, tuple(sorted((expressions or {}).items())), on_conflict, _names(returning))
 
 
 def insert_rows_statement(
@@ -214,7 +215,10 @@ def _given(values: Mapping[str, Any], name: str) -> Any:
 
 @cache
 def _insert_statement(
-    model: type[models.Model], expressions: tuple[tuple[str, str], ...], returning: tuple[str, ...] | None
+    model: type[models.Model],
+    expressions: tuple[tuple[str, str], ...],
+    on_conflict: str,
+    returning: tuple[str, ...] | None,
 ) -> Statement:
     given_sql = dict(expressions)
     quote = connection.ops.quote_name
@@ -252,6 +256,8 @@ def _insert_statement(
         ", ".join(quote(field.column) for field in inserted_fields(model)),
         ", ".join(placeholders),
     )
+    if on_conflict:
+        sql += f" {on_conflict}"
     if returned:
         sql += " RETURNING " + select_columns(model, names=returned)
 

@@ -43,7 +43,19 @@ def _reloaded(instance: models.Model) -> models.Model:
 
 
 def test_every_generated_statement_names_every_concrete_field():
-    for model in (OutboxMessage, SagaInstance, SagaStep, Order, OrderLine):
+    from orders.models import IdempotencyKey, Notification
+    from payments.models import StepOutcome as PaymentStepOutcome
+
+    for model in (
+        OutboxMessage,
+        SagaInstance,
+        SagaStep,
+        Order,
+        OrderLine,
+        Notification,
+        IdempotencyKey,
+        PaymentStepOutcome,
+    ):
         columns = [field.column for field in model._meta.concrete_fields if not isinstance(field, models.AutoField)]
         statement = insert_statement(model).sql
         listed = statement[statement.index("(") + 1 : statement.index(")")]
@@ -192,3 +204,28 @@ def test_two_tables_read_in_one_row_load_by_their_prefixes():
     for prefix in ("a__", "b__"):
         loaded = instance_from_row(User, names, row, prefix=prefix)
         assert _fields(loaded) == _fields(User.objects.get(pk=user.pk)) and loaded.pk == user.pk
+
+
+@pytest.mark.django_db
+def test_a_notification_inserted_raw_is_the_row_the_orm_writes():
+    from orders.models import Notification
+    from orders.notifications import notification_send
+
+    def order(n: int) -> Order:
+        return Order.objects.create(
+            customer_email="n@example.com",
+            customer_name="N",
+            shipping_address={},
+            total_amount=1,
+            currency="EUR",
+            saga_id=uuid.uuid4(),
+        )
+
+    raw = notification_send(order=order(1), kind=Notification.Kind.CONFIRMATION, body="b", told_by_hand="told")
+    second = order(2)
+    orm = Notification.objects.create(
+        order=second, kind=raw.kind, recipient=raw.recipient, subject=raw.subject, body=raw.body
+    )
+    skip = {"order_id"}
+    assert _fields(_reloaded(raw), skip=skip | {"subject"}) == _fields(_reloaded(orm), skip=skip | {"subject"})
+    assert _fields(raw) == _fields(_reloaded(raw))
