@@ -25,9 +25,10 @@ from opentelemetry.trace import Span, SpanKind
 from config import metrics, tracing
 from config.logging import bind_context, reset_context
 from config.redis import get_redis
+from config.rows import insert_statement
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
-from outbox.models import DeadLetter
+from outbox.models import DeadLetter, InboxMessage
 from outbox.signing import NOT_AUTHENTIC, is_authentic
 
 logger = logging.getLogger(__name__)
@@ -224,15 +225,22 @@ def _handled_already(consumer: str, message: Message) -> bool:
         return cursor.fetchone()[0]
 
 
+# Every delivery runs it: a statement prepared once, not an ORM insert compiled anew.
+_CLAIM_INBOX = insert_statement(
+    InboxMessage, on_conflict="ON CONFLICT (consumer, message_id) DO NOTHING", returning=("id",)
+)
+
+
 def _claim_inbox(consumer: str, message: Message) -> bool:
     """Insert the inbox row; False when it is already there (the message was handled)."""
+    values = {
+        "consumer": consumer,
+        "message_id": message.message_id,
+        "type": message.type,
+        "correlation_id": message.correlation_id,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO outbox_inboxmessage (consumer, message_id, type, correlation_id, received_at)"
-            " VALUES (%s, %s, %s, %s, now())"
-            " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id",
-            [consumer, message.message_id, message.type, message.correlation_id],
-        )
+        cursor.execute(_CLAIM_INBOX.sql, _CLAIM_INBOX.params(values))
         return cursor.fetchone() is not None
 
 
