@@ -1,7 +1,8 @@
 """Fault injection for the fake providers and the message layer, switchable at run time.
 
 Rates live in a Redis hash so that the chaos harness can turn faults on and off in running
-workers, effective at the next call (one small Redis read per provider call or relay batch).
+workers, effective at the next call (one small Redis read per provider call, and per send and
+delivery round of the outbox through FaultyBroker).
 Only read when settings.FAULT_INJECTION is on (tests, the chaos harness); production never
 reads them.
 """

@@ -27,8 +27,9 @@ _SENT = ("id", *ENVELOPE_FIELDS)
 
 # The relay's batch, claimed and marked raw: through the ORM (``.values()``, and ``id__in`` with
 # one placeholder per id) a batch of 500 cost 16-28 ms of CPU to claim instead of 13-21, and 6.2 ms
-# to mark instead of 1.6; bench_outbox's relay_msgs_per_s was 4191 with the ORM's, against
-# 6761 before and RELAY_RAW_FIGURE with these (pg_commits_per_s 1715 / 1480 / RELAY_MACHINE).
+# to mark instead of 1.6 (about 8% of the relay's CPU per message). bench_outbox on a shared
+# machine could not tell them apart: relay_msgs_per_s=4191 with the ORM's (pg_commits_per_s=1715),
+# 4093 with these (1285), 4629 before they were generated (1329).
 _CLAIM_SQL = f"""
     SELECT {select_columns(OutboxMessage, names=_SENT)}
       FROM outbox_outboxmessage
