@@ -95,6 +95,6 @@ def live_system(transactional_db, celery_worker) -> Iterator[WorkerProcess]:
 def drop_pending_messages() -> None:
     """Forget queued and unacknowledged messages, keeping kombu's queue bindings (a flushdb
     would drop those, and later messages would vanish into an exchange with no binding)."""
-    from outbox.publishing import NUDGE_KEY
+    from outbox.nudge import NUDGE_KEY
 
     get_redis().delete(*QUEUES, "unacked", "unacked_index", "unacked_mutex", NUDGE_KEY)

@@ -1,7 +1,8 @@
 """Fault injection for the fake providers and the message layer, switchable at run time.
 
 Rates live in a Redis hash so that the chaos harness can turn faults on and off in running
-workers, effective at the next call (one small Redis read per provider call or relay batch).
+workers, effective at the next call (one small Redis read per provider call, and per send and
+delivery round of the outbox through devtools.faults.FaultyBroker).
 Only read when settings.FAULT_INJECTION is on (tests, the chaos harness); production never
 reads them.
 """
@@ -21,8 +22,8 @@ KNOWN_FAULTS = {
     "gateway_timeout_after_charge": "payment gateway charges, then times out",
     "gateway_refund_transient": "payment gateway answers a transient error to refunds only",
     "carrier_transient": "carrier answers a transient error",
-    "duplicate_delivery": "the relay sends a message twice",
-    "reorder_delivery": "the relay sends a batch in shuffled order across aggregates",
+    "duplicate_delivery": "a message is sent to the broker twice",
+    "reorder_delivery": "a batch is sent to the broker in shuffled order across aggregates",
     "provider_latency_ms": "added latency of fake providers, in milliseconds",
 }
 

@@ -3,24 +3,20 @@
 from django.db import connection
 from django.db.models import F, QuerySet
 
+from common.rows import column_names, instance_from_row, select_columns
 from inventory.models import Product, Reservation, StockMovement
 from sagas.selectors import KeyRecord
 
-_PRODUCT_NAMES = [field.attname for field in Product._meta.concrete_fields]
 # Every order placement reads the catalog: one statement prepared once, not a query compiled anew.
-_CATALOG_SQL = "SELECT {} FROM inventory_product WHERE sku = ANY(%s::varchar[]) AND active".format(
-    ", ".join(field.column for field in Product._meta.concrete_fields)
-)
+_CATALOG_SQL = f"SELECT {select_columns(Product)} FROM inventory_product WHERE sku = ANY(%s::varchar[]) AND active"
 
 
 def product_catalog(skus: list[str]) -> dict[str, Product]:
     """The active products of these skus, by sku (an unknown or inactive sku is missing)."""
     with connection.cursor() as cursor:
         cursor.execute(_CATALOG_SQL, [list(skus)])
-        rows = cursor.fetchall()
-    return {
-        product.sku: product for product in (Product.from_db(connection.alias, _PRODUCT_NAMES, row) for row in rows)
-    }
+        names, rows = column_names(cursor), cursor.fetchall()
+    return {product.sku: product for product in (instance_from_row(Product, names, row) for row in rows)}
 
 
 def product_list() -> QuerySet[Product]:

@@ -30,6 +30,7 @@ from django.db.models.functions import Now
 from psycopg.types.json import Jsonb
 
 from common import metrics
+from common.rows import insert_statement
 from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused
 from orders.models import IdempotencyKey, Order
 
@@ -105,13 +106,7 @@ def idempotent_response(
         raise
 
 
-_CLAIM_SQL = """
-    INSERT INTO orders_idempotencykey (client_id, key, fingerprint, method, path, state, lock_token,
-                                       response_headers, response_body)
-    VALUES (%s, %s, %s, %s, %s, 'in_flight', %s, '{}', '')
-    ON CONFLICT (client_id, key) DO NOTHING
-    RETURNING id
-"""
+_CLAIM = insert_statement(IdempotencyKey, on_conflict="ON CONFLICT (client_id, key) DO NOTHING", returning=("id",))
 
 
 _COMPLETE_SQL = """
@@ -131,7 +126,8 @@ def _claim_or_replay(
     # The first request with a key (nearly every request) learns from the insert alone that
     # the claim is its own; only a key that exists already is read.
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [client.pk, key, fingerprint, method, path, token])
+        values = {"client_id": client.pk, "key": key, "fingerprint": fingerprint, "method": method, "path": path}
+        cursor.execute(_CLAIM.sql, _CLAIM.params({**values, "lock_token": token}))
         claimed = cursor.fetchone()
     if claimed is not None:
         return Claim(pk=claimed[0], lock_token=token)

@@ -13,7 +13,7 @@ from django.db import connection
 from opentelemetry.trace import SpanKind
 
 from common import tracing
-from common.rows import mark_inserted
+from common.rows import insert_statement, instance_values, mark_inserted
 from orders.models import Notification, Order
 
 SUBJECTS = {
@@ -41,11 +41,10 @@ def greeting(name: str) -> str:
     return f"Hello {name}," if name else "Hello,"
 
 
-_INSERT_SQL = """
-    INSERT INTO orders_notification (order_id, kind, recipient, subject, body) VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (order_id, kind) DO NOTHING
-    RETURNING id, sent_at
-"""
+# One statement on the common path: the row, unless this order's email of this kind exists.
+_INSERT = insert_statement(
+    Notification, on_conflict="ON CONFLICT (order_id, kind) DO NOTHING", returning=("id", "sent_at")
+)
 
 
 def notification_send(*, order: Order, kind: str, body: str, told_by_hand: str = "") -> Notification:
@@ -59,12 +58,11 @@ def notification_send(*, order: Order, kind: str, body: str, told_by_hand: str =
         order=order, kind=kind, recipient=order.customer_email, subject=SUBJECTS[kind].format(id=order.pk), body=body
     )
     with connection.cursor() as cursor:
-        # One statement on the common path: the row, unless this order's email of this kind exists.
-        cursor.execute(_INSERT_SQL, [order.pk, kind, notification.recipient, notification.subject, body])
+        cursor.execute(_INSERT.sql, _INSERT.params(instance_values(notification)))
         row = cursor.fetchone()
     if row is None:
         return Notification.objects.get(order=order, kind=kind)
-    mark_inserted(notification, ("id", "sent_at"), row)
+    mark_inserted(notification, _INSERT.returning, row)
     if told_by_hand:
         return notification
     with tracing.span(f"email {kind}", kind=SpanKind.CLIENT, attributes={"backoffice.order_id": order.pk}):

@@ -1,8 +1,9 @@
-"""The statement every order placement runs, written once as SQL: the order and its lines in
-one round trip, prepared once, instead of two ORM inserts compiled anew for every order.
+"""The statement every order placement runs, generated from the models (common.rows): the
+order and its lines in one round trip, prepared once, instead of two ORM inserts compiled anew
+for every order.
 
-It writes exactly what ``Order.objects.create`` and ``OrderLine.objects.bulk_create`` would;
-the models stay the description of the tables.
+It writes exactly what ``Order.objects.create`` and ``OrderLine.objects.bulk_create`` would (the
+parity tests compare them field by field); the models stay the description of the tables.
 """
 
 import uuid
@@ -10,31 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from psycopg.types.json import Jsonb
 
+from common.rows import column_names, insert_rows_statement, insert_statement, instance_from_row, select_columns
 from orders.models import Order, OrderLine
 
-_ORDER_NAMES = [field.attname for field in Order._meta.concrete_fields]
-_LINE_NAMES = [field.attname for field in OrderLine._meta.concrete_fields]
-
-# The times are the database's, as the columns' defaults give them. The lines' ids come back
-# with their skus (one line per sku and order), so each is matched to its own line.
-_INSERT_SQL = """
-    WITH placed AS (
-        INSERT INTO orders_order (client_id, customer_email, customer_name, shipping_address, total_amount,
-                                  currency, status, cancel_reason, saga_id)
-        VALUES (%s, %s, %s, %s, %s, %s, 'pending', '', %s)
-        RETURNING id, created_at, updated_at
-    ), placed_lines AS (
-        INSERT INTO orders_orderline (order_id, sku, name, quantity, unit_price_amount, currency)
-        SELECT placed.id, line.sku, line.name, line.quantity, line.unit_price_amount, %s
-          FROM placed, unnest(%s::varchar[], %s::varchar[], %s::integer[], %s::integer[])
-                       AS line(sku, name, quantity, unit_price_amount)
-        RETURNING id, sku
-    )
-    SELECT placed.id, placed.created_at, placed.updated_at,
-           (SELECT array_agg(id ORDER BY id) FROM placed_lines),
-           (SELECT array_agg(sku ORDER BY id) FROM placed_lines)
+_ORDER = insert_statement(Order, returning=[field.attname for field in Order._meta.concrete_fields])
+# The lines' ids come back with their skus (one line per sku and order), so each is matched to its
+# own line.
+_LINES = insert_rows_statement(OrderLine, expressions={"order_id": "(SELECT id FROM placed)"}, returning=("id", "sku"))
+_INSERT_SQL = f"""
+    WITH placed AS ({_ORDER.sql}), placed_lines AS ({_LINES.sql})
+    SELECT {select_columns(Order, alias="placed")},
+           (SELECT array_agg(id ORDER BY id) FROM placed_lines) AS line_ids,
+           (SELECT array_agg(sku ORDER BY id) FROM placed_lines) AS line_skus
       FROM placed
 """
 
@@ -60,52 +49,43 @@ def order_insert(
 ) -> Order:
     """Insert a pending order with its lines (in the caller's transaction). The order comes
     back with its lines known, in their order: ``order.lines.all()`` reads nothing."""
+    order_values = {
+        "client_id": client_id,
+        "customer_email": customer_email,
+        "customer_name": customer_name,
+        "shipping_address": shipping_address,
+        "total_amount": total_amount,
+        "currency": currency,
+        "saga_id": saga_id,
+    }
+    line_values = {
+        "sku": [line.sku for line in lines],
+        "name": [line.name for line in lines],
+        "quantity": [line.quantity for line in lines],
+        "unit_price_amount": [line.unit_price_amount for line in lines],
+        "currency": [currency for _ in lines],
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_SQL,
-            [
-                client_id,
-                customer_email,
-                customer_name,
-                Jsonb(shipping_address),
-                total_amount,
-                currency,
-                saga_id,
-                currency,
-                [line.sku for line in lines],
-                [line.name for line in lines],
-                [line.quantity for line in lines],
-                [line.unit_price_amount for line in lines],
-            ],
-        )
-        order_id, created_at, updated_at, line_ids, line_skus = cursor.fetchone()
-    order = Order.from_db(
-        connection.alias,
-        _ORDER_NAMES,
-        [
-            order_id,
-            client_id,
-            customer_email,
-            customer_name,
-            shipping_address,
-            total_amount,
-            currency,
-            Order.Status.PENDING,
-            "",
-            saga_id,
-            created_at,
-            updated_at,
-        ],
-    )
-    id_of = dict(zip(line_skus, line_ids, strict=True))
+        cursor.execute(_INSERT_SQL, [*_ORDER.params(order_values), *_LINES.params(line_values)])
+        names, row = column_names(cursor), cursor.fetchone()
+    order = instance_from_row(Order, names, row)
+    by_name = dict(zip(names, row, strict=True))
+    id_of = dict(zip(by_name["line_skus"], by_name["line_ids"], strict=True))
     written = [
-        OrderLine.from_db(
-            connection.alias,
-            _LINE_NAMES,
-            [id_of[line.sku], order_id, line.sku, line.name, line.quantity, line.unit_price_amount, currency],
+        OrderLine(
+            id=id_of[line.sku],
+            order_id=order.pk,
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price_amount=line.unit_price_amount,
+            currency=currency,
         )
         for line in lines
     ]
+    for line in written:
+        line._state.adding = False
+        line._state.db = connection.alias
     # The order's lines, as a prefetch would have read them (by id, the model's ordering).
     order._prefetched_objects_cache = {"lines": sorted(written, key=lambda line: line.pk)}
     return order

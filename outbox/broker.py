@@ -9,6 +9,11 @@ a whole batch in one pipeline. On any other broker it goes through ``send_task``
 
 Both ways every envelope is signed here, on its way out (outbox.signing): this is the one
 place where messages leave for the broker, so none can leave unsigned.
+
+Everything the outbox sends goes through ``send()``. With settings.FAULT_INJECTION on (tests,
+the chaos harness), ``settings.OUTBOX_BROKER_WRAPPER`` names a wrapper of this broker that
+misbehaves on purpose (devtools.faults.FaultyBroker: duplicates, reordering); production never
+installs one.
 """
 
 import base64
@@ -18,9 +23,12 @@ import socket
 import uuid
 from collections.abc import Iterable
 from functools import cache
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from celery import current_app as celery_app
+from django.conf import settings
+from django.utils.module_loading import import_string
 from redis import Redis
 
 from outbox.signing import signed, signed_json
@@ -29,6 +37,38 @@ CONSUME_TASK = "outbox.consume"
 # The part of a task's body that names no callbacks: what Celery writes for a plain task.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _EMBED_JSON = json.dumps(_EMBED)
+
+
+class Broker(Protocol):
+    def send(self, envelopes: list[dict]) -> None:
+        """Queue one consume task per envelope; raises when the broker cannot be reached."""
+
+    def allows_delivery_in_process(self) -> bool:
+        """Whether a message may skip the broker and be handled in the process that committed
+        it (a broker that injects faults wants every message to go through it)."""
+
+
+class _Broker:
+    def send(self, envelopes: list[dict]) -> None:
+        send_consume_tasks(envelopes)
+
+    def allows_delivery_in_process(self) -> bool:
+        return True
+
+
+@cache
+def installed() -> Broker:
+    """The broker the outbox sends through: this module's, or the wrapper the settings name."""
+    wrapper = settings.OUTBOX_BROKER_WRAPPER if settings.FAULT_INJECTION else ""
+    return import_string(wrapper)(_Broker()) if wrapper else _Broker()
+
+
+def send(envelopes: list[dict]) -> None:
+    installed().send(envelopes)
+
+
+def allows_delivery_in_process() -> bool:
+    return installed().allows_delivery_in_process()
 
 
 def send_consume_tasks(envelopes: Iterable[dict]) -> None:

@@ -14,19 +14,21 @@ import random
 import traceback as tb
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Now
 from opentelemetry.trace import Span, SpanKind
 
 from common import metrics, tracing
 from common.logging import bind_context, reset_context
 from common.redis import get_redis
+from common.rows import insert_statement
 from outbox.exceptions import PoisonMessage
 from outbox.messages import Message, reset_current_message, set_current_message
-from outbox.models import DeadLetter
+from outbox.models import DeadLetter, InboxMessage
 from outbox.signing import NOT_AUTHENTIC, is_authentic
 
 logger = logging.getLogger(__name__)
@@ -98,12 +100,12 @@ def deliver(raw: object, *, attempt: int = 0, queue: str = "", local: bool = Fal
     """Handle one delivered envelope. Returns handled, duplicate or dead_letter.
 
     Raises :class:`RetryLater` on a transient failure while attempts remain. ``local``: the
-    caller's transaction is the handler's (local delivery, see ``relay.deliver_committed_locally``):
+    caller's transaction is the handler's (local delivery, see ``dispatch._deliver_here``):
     no savepoint of its own, and any failure of the handler is raised as it is, for the caller to
     roll back and hand the message to the broker, whose delivery retries or dead-letters it.
 
     Every envelope is verified first, except a local one: ``local`` is only ever passed by
-    ``relay.deliver_committed_locally``, which read it from our own outbox table in this very
+    ``dispatch._deliver_here``, which read it from our own outbox table in this very
     transaction (nothing crossed a process boundary); whatever comes through the Celery task,
     from the relay or from anyone else who can write to the broker, is verified.
     """
@@ -222,15 +224,22 @@ def _handled_already(consumer: str, message: Message) -> bool:
         return cursor.fetchone()[0]
 
 
+# Every delivery runs it: a statement prepared once, not an ORM insert compiled anew.
+_CLAIM_INBOX = insert_statement(
+    InboxMessage, on_conflict="ON CONFLICT (consumer, message_id) DO NOTHING", returning=("id",)
+)
+
+
 def _claim_inbox(consumer: str, message: Message) -> bool:
     """Insert the inbox row; False when it is already there (the message was handled)."""
+    values = {
+        "consumer": consumer,
+        "message_id": message.message_id,
+        "type": message.type,
+        "correlation_id": message.correlation_id,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO outbox_inboxmessage (consumer, message_id, type, correlation_id, received_at)"
-            " VALUES (%s, %s, %s, %s, now())"
-            " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id",
-            [consumer, message.message_id, message.type, message.correlation_id],
-        )
+        cursor.execute(_CLAIM_INBOX.sql, _CLAIM_INBOX.params(values))
         return cursor.fetchone() is not None
 
 
@@ -327,8 +336,6 @@ def _dead_letter_poison(raw: object, *, queue: str, reason: str) -> None:
 
 
 def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None:
-    from django.db.models.functions import Now
-
     DeadLetter.objects.update_or_create(
         consumer=consumer,
         message_id=message_id,
@@ -337,6 +344,4 @@ def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None
 
 
 def _envelope_of(message: Message) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(message)

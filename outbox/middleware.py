@@ -1,10 +1,10 @@
-"""Web requests leave the messages they commit to the relay (see outbox.publishing)."""
+"""Web requests leave the messages they commit to the relay (see outbox.dispatch)."""
 
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from outbox.publishing import relay_sends
+from outbox.dispatch import relay_sends
 
 
 class RelaySendsMiddleware:

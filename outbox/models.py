@@ -1,4 +1,6 @@
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from django.db import models
 from django.db.models.functions import Now
@@ -48,6 +50,31 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} -> {self.destination} ({self.message_id})"
+
+
+# What an envelope carries of its outbox row, in this order; the relay selects these columns.
+ENVELOPE_FIELDS = (
+    "message_id",
+    "type",
+    "destination",
+    "aggregate",
+    "aggregate_id",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "created_at",
+    "payload",
+    "headers",
+)
+
+
+def envelope_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The (unsigned) envelope of an outbox row given by attname: an instance's fields or a
+    row the relay read. The one place that says what a message looks like on the wire."""
+    envelope = {name: row[name] for name in ENVELOPE_FIELDS}
+    envelope["message_id"] = str(envelope["message_id"])
+    envelope["created_at"] = envelope["created_at"].isoformat()
+    return envelope
 
 
 class InboxMessage(models.Model):

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.models import DeadLetter, OutboxMessage
-from outbox.publishing import nudge_relay
+from outbox.nudge import nudge_relay
 from outbox.signing import NOT_AUTHENTIC
 
 logger = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ they were sent with) have drained.
 
 Where it is added and checked:
 
-- The relay signs each envelope it hands to the broker (``relay._send``, whichever transport:
+- The relay signs each envelope it hands to the broker (``broker.send_consume_tasks``, whichever transport:
   the hand-written Redis documents and ``send_task`` alike): they are the system's own outbox
   rows. Tests and tools that deliver by hand sign the relay's envelope the same way
   (``testing.messages.sent_envelope``).
 - ``consumer.deliver`` verifies before it parses anything, so the Celery task, whatever queue
   or producer it came from, cannot skip it. The one exception is ``deliver(local=True)``:
-  ``relay.deliver_committed_locally`` reads the rows from our own outbox table inside the very
+  ``dispatch._deliver_here`` reads the rows from our own outbox table inside the very
   transaction that hands them to their handler, and nothing crosses a process boundary, so there
   is nothing to authenticate and no HMAC to spend twice per local message.
 

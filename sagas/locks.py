@@ -5,6 +5,7 @@ import uuid
 
 from django.db import connection
 
+from common.rows import column_names
 from sagas.models import SagaInstance
 from sagas.rows import SAGA_COLUMNS, saga_from_row
 
@@ -19,6 +20,6 @@ def lock_saga(saga_id: object) -> SagaInstance:
     with connection.cursor() as cursor:
         cursor.execute(_LOCK_SQL, [pk])
         row = cursor.fetchone()
-    if row is None:
-        raise SagaInstance.DoesNotExist(f"no saga {pk}")
-    return saga_from_row(row)
+        if row is None:
+            raise SagaInstance.DoesNotExist(f"no saga {pk}")
+        return saga_from_row(column_names(cursor), row)

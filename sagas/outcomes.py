@@ -20,6 +20,8 @@ from django.db import connection, models
 from django.db.models.functions import Now
 from psycopg.types.json import Jsonb
 
+from common.rows import column_names, dict_from_row, insert_statement
+
 
 class Decision(models.TextChoices):
     DONE = "done", "done"
@@ -74,11 +76,10 @@ class OutcomeBook:
         # One statement claims the key and locks its row: an insert of the empty record, or,
         # when the key has a row, a no-op update of it, which locks it as FOR UPDATE would (and
         # waits, as FOR UPDATE would, for a transaction deciding the key right now).
-        self._lock_sql = (
-            f"INSERT INTO {table} (step_key, outcome, data, error, evidence, decided_by, created_at)"
-            " VALUES (%s, '', '{}', '', '', '', now())"
-            " ON CONFLICT (step_key) DO UPDATE SET step_key = EXCLUDED.step_key"
-            " RETURNING step_key, outcome, data, error, evidence"
+        self._lock = insert_statement(
+            model,
+            on_conflict="ON CONFLICT (step_key) DO UPDATE SET step_key = EXCLUDED.step_key",
+            returning=("step_key", "outcome", "data", "error", "evidence"),
         )
         self._peek_sql = f"SELECT outcome FROM {table} WHERE step_key = %s"
         self._decide_sql = (
@@ -91,11 +92,9 @@ class OutcomeBook:
         when there is none. A concurrent transaction deciding the same key holds it until it
         commits or rolls back: the claim waits for it, then reads what it decided."""
         with connection.cursor() as cursor:
-            cursor.execute(self._lock_sql, [step_key])
-            key, outcome, data, error, evidence = cursor.fetchone()
-        if isinstance(data, str):  # a raw cursor hands jsonb back as text
-            data = self.model._meta.get_field("data").from_db_value(data, None, connection)
-        return OutcomeRecord(key, outcome, data or {}, error, evidence)
+            cursor.execute(self._lock.sql, self._lock.params({"step_key": step_key}))
+            row = dict_from_row(self.model, column_names(cursor), cursor.fetchone())
+        return OutcomeRecord(row["step_key"], row["outcome"], row["data"] or {}, row["error"], row["evidence"])
 
     def peek(self, step_key: str) -> str:
         """The outcome recorded under ``step_key`` as last committed, without a lock: only to

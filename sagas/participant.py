@@ -158,7 +158,7 @@ def saga_participant(
         _reply(message, Outcome.TECHNICAL_FAILURE, error=reason)
 
     # Without an outside call there is nothing to guard, and the handler stays deliverable
-    # in the process that published its command (outbox.publishing._deliverable_locally).
+    # in the process that published its command (outbox.dispatch._has_local_handler).
     register(
         consumer,
         type,

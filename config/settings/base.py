@@ -183,6 +183,9 @@ HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 2)
 # ---------------------------------------------------------------------------
 # Fault injection (common/faults.py) for tests and the chaos harness; never in production.
 FAULT_INJECTION = env_bool("FAULT_INJECTION", False)
+# With FAULT_INJECTION on, the outbox sends through this wrapper of its broker (duplicates and
+# reordering at the rates common.faults reads at run time).
+OUTBOX_BROKER_WRAPPER = "devtools.faults.FaultyBroker"
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 6)
 OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "0.5"))

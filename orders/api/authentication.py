@@ -8,18 +8,15 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from common.rows import column_names, instance_from_row, select_columns
 from orders.api.throttling import StorefrontAddressThrottle
 from orders.api.tokens import token_digest
 
 User = get_user_model()
-_USER_FIELDS = User._meta.concrete_fields
-_TOKEN_FIELDS = Token._meta.concrete_fields
 _KEY_MAX_LENGTH = Token._meta.get_field("key").max_length
-_USER_NAMES = [field.attname for field in _USER_FIELDS]
-_TOKEN_NAMES = [field.attname for field in _TOKEN_FIELDS]
 _SQL = "SELECT {}, {} FROM {} token JOIN {} client ON client.{} = token.{} WHERE token.{} = %s".format(
-    ", ".join(f"token.{field.column}" for field in _TOKEN_FIELDS),
-    ", ".join(f"client.{field.column}" for field in _USER_FIELDS),
+    select_columns(Token, alias="token", prefix="token__"),
+    select_columns(User, alias="client", prefix="client__"),
     Token._meta.db_table,
     User._meta.db_table,
     User._meta.pk.column,
@@ -52,12 +49,11 @@ class StorefrontTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         with connection.cursor() as cursor:
             cursor.execute(_SQL, [token_digest(key)])  # stored hashed (orders.api.tokens)
-            row = cursor.fetchone()
+            names, row = column_names(cursor), cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        split = len(_TOKEN_NAMES)
-        token = Token.from_db(connection.alias, _TOKEN_NAMES, row[:split])
-        user = User.from_db(connection.alias, _USER_NAMES, row[split:])
+        token = instance_from_row(Token, names, row, prefix="token__")
+        user = instance_from_row(User, names, row, prefix="client__")
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         token.user = user

@@ -449,14 +449,13 @@ def test_api_docs_page_renders_from_local_static_files():
 
 @pytest.mark.django_db(transaction=True)
 def test_an_orders_first_command_is_left_to_the_nudged_relay_not_sent_by_the_request(shop, catalog, monkeypatch):
-    from outbox import relay
-    from outbox.publishing import NUDGE_KEY
+    from outbox import broker, nudge
+    from outbox.nudge import NUDGE_KEY
     from outbox.relay import relay_batch
-    from outbox.tasks import relay as relay_task
 
     sent, nudged = [], []
-    monkeypatch.setattr(relay, "send_consume_tasks", sent.extend)
-    monkeypatch.setattr(relay_task, "apply_async", lambda **options: nudged.append(options))
+    monkeypatch.setattr(broker, "send_consume_tasks", sent.extend)
+    monkeypatch.setattr(nudge, "send_relay_task", lambda **options: nudged.append(options))
     get_redis().delete(NUDGE_KEY)
     response = place_order(shop)  # commits, as in production
     assert response.status_code == 202
@@ -471,13 +470,13 @@ def test_an_orders_first_command_is_left_to_the_nudged_relay_not_sent_by_the_req
 def test_an_order_committed_while_the_broker_is_down_is_answered_202_and_its_command_waits(shop, catalog, monkeypatch):
     from kombu.exceptions import OperationalError
 
-    from outbox.publishing import NUDGE_KEY
-    from outbox.tasks import relay as relay_task
+    from outbox import nudge
+    from outbox.nudge import NUDGE_KEY
 
     def broker_down(**options):
         raise OperationalError("Error 111 connecting to the broker. Connection refused.")
 
-    monkeypatch.setattr(relay_task, "apply_async", broker_down)
+    monkeypatch.setattr(nudge, "send_relay_task", broker_down)
     get_redis().delete(NUDGE_KEY)
     response = place_order(shop)
     # The order is committed: its answer is the 202, not the failed nudge's error.

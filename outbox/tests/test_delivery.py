@@ -137,7 +137,7 @@ def _reply_count(message: OutboxMessage) -> int:
 
 def test_two_relays_drain_5000_messages_each_handled_exactly_once(live_system):
     from common.redis import get_redis
-    from outbox.publishing import NUDGE_KEY
+    from outbox.nudge import NUDGE_KEY
 
     get_redis().set(NUDGE_KEY, "1", px=120_000)  # keep the nudged relay out: the two below race
     with transaction.atomic():

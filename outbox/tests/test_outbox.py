@@ -170,7 +170,7 @@ def test_backlog_counts_unpublished_messages_and_their_age():
 def test_a_local_handler_that_fails_rolls_back_whole_and_leaves_its_message_to_the_broker(monkeypatch):
     from common.faults import faults_set
     from inventory.models import Product
-    from outbox import consumer, relay
+    from outbox import broker, consumer
 
     def handle(message, _prepared):
         Product.objects.create(sku="LOCAL-FAIL", name="written, then rolled back", price_amount=100)
@@ -180,7 +180,7 @@ def test_a_local_handler_that_fails_rolls_back_whole_and_leaves_its_message_to_t
     monkeypatch.setitem(consumer._registry, ("inventory", "local_failure"), None)  # removed after the test
     register("inventory", "local_failure", handle=handle)
     sent = []
-    monkeypatch.setattr(relay, "send_consume_tasks", sent.extend)
+    monkeypatch.setattr(broker, "send_consume_tasks", sent.extend)
 
     message = _publish(type="local_failure", destination="inventory")  # commits: local delivery runs
 

@@ -20,8 +20,8 @@ from inventory.models import Product, Reservation, StockLevel
 from inventory.services import stock_receive
 from orders.models import Order
 from outbox.consumer import deliver
+from outbox.dispatch import CommittedMessages
 from outbox.models import DeadLetter, OutboxMessage
-from outbox.publishing import _CommitDispatch
 from outbox.services import dead_letter_replay
 from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
@@ -182,7 +182,7 @@ def _waiting_on_a_lock() -> bool:
 def test_a_resend_racing_the_first_reserve_of_the_last_unit_never_cancels_an_order_holding_it():
     # Commits leave their messages in the outbox, neither sent nor nudged, for the test to deliver
     # (a worker of the test session must not pick them up).
-    with mock.patch.object(_CommitDispatch, "__call__", lambda self: None):
+    with mock.patch.object(CommittedMessages, "__call__", lambda self: None):
         _race_two_copies_of_the_reserve()
 
 

@@ -17,7 +17,8 @@ from common.redis import get_redis
 from devtools.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated, stop_on_signals
 from devtools.processes import wait_for
 from outbox.models import InboxMessage, OutboxMessage
-from outbox.publishing import NUDGE_KEY, publish
+from outbox.nudge import NUDGE_KEY
+from outbox.publishing import publish
 from outbox.relay import relay_drain
 
 
