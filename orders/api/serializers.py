@@ -15,6 +15,7 @@ from rest_framework.utils.serializer_helpers import BindingDict
 
 from inventory.models import Product, Reservation
 from orders.api.errors import error_code_help
+from orders.api.rendering import compiled
 from orders.countries import ISO_3166_ALPHA2
 from orders.models import Order
 from orders.selectors import NOTHING_YET, OrderDetail
@@ -250,16 +251,14 @@ class OrderDetailSerializer(serializers.Serializer):
         ref_name = "Order"
 
 
-# One instance, made once: a serializer deep-copies its tree of nested fields each time one is
-# made, which cost more than everything else in rendering an order. Its bound fields keep no
-# state between calls, so every request renders through this one.
-_ORDER_DETAIL = OrderDetailSerializer()
+# Compiled once from the serializer's own fields (orders/api/rendering.py): the serializer is
+# the one description of the shape, and this renders it in a quarter of DRF's time.
+_RENDER_ORDER = compiled(OrderDetailSerializer())
 
 
 def order_representation(order: OrderDetail) -> dict[str, Any]:
-    """An order as the API shows it: OrderDetailSerializer(order).data, the one description of
-    its shape, rendered without making a serializer."""
-    return _ORDER_DETAIL.to_representation(order)
+    """An order as the API shows it: what OrderDetailSerializer(order).data gives."""
+    return _RENDER_ORDER(order)
 
 
 class OrderSummarySerializer(serializers.Serializer):
