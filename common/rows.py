@@ -15,7 +15,8 @@ field added to the model, with its default, is in every statement the next time 
   what ``save()`` of a loaded instance writes.
 - ``select_columns(Model)``: a SELECT (or RETURNING) list of the model's columns.
 - ``instance_from_row`` / ``dict_from_row``: a row loaded by its columns' names (the cursor's
-  description), never by position.
+  description), never by position; ``instances_of_cursor`` / ``dicts_of_cursor``: all of a
+  cursor's rows so.
 
 The statements' text is constant per model and arguments (built once, cached), so that psycopg
 prepares each on a connection after a few runs.
@@ -163,6 +164,19 @@ def dict_from_row(model: type[models.Model], names: Sequence[str], row: Sequence
 
 def column_names(cursor: Any) -> tuple[str, ...]:
     return tuple(column.name for column in cursor.description)
+
+
+def instances_of_cursor(model: type[M], cursor: Any) -> list[M]:
+    """Every row the cursor's statement returned, as saved instances (one loader for all)."""
+    load = _instance_loader(model, column_names(cursor), "")
+    return [load(row) for row in cursor.fetchall()]
+
+
+def dicts_of_cursor(model: type[models.Model], cursor: Any) -> list[dict[str, Any]]:
+    """Every row the cursor's statement returned, as ``dict_from_row`` gives one (one loader
+    for all: a batch of the relay is hundreds of rows)."""
+    load = _dict_loader(model, column_names(cursor))
+    return [load(row) for row in cursor.fetchall()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from django.db import connection
 from django.db.models import F, QuerySet
 
-from common.rows import column_names, instance_from_row, select_columns
+from common.rows import instances_of_cursor, select_columns
 from inventory.models import Product, Reservation, StockMovement
 from sagas.selectors import KeyRecord
 
@@ -15,8 +15,8 @@ def product_catalog(skus: list[str]) -> dict[str, Product]:
     """The active products of these skus, by sku (an unknown or inactive sku is missing)."""
     with connection.cursor() as cursor:
         cursor.execute(_CATALOG_SQL, [list(skus)])
-        names, rows = column_names(cursor), cursor.fetchall()
-    return {product.sku: product for product in (instance_from_row(Product, names, row) for row in rows)}
+        products = instances_of_cursor(Product, cursor)
+    return {product.sku: product for product in products}
 
 
 def product_list() -> QuerySet[Product]:

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from common.rows import column_names, dict_from_row, select_columns
+from common.rows import dicts_of_cursor, select_columns
 from outbox import broker
 from outbox.models import ENVELOPE_FIELDS, OutboxMessage, envelope_of
 from outbox.nudge import nudge_clear
@@ -70,8 +70,7 @@ def relay_batch(*, batch_size: int | None = None, after_send: Callable[[], None]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
         cursor.execute(_CLAIM_SQL, [batch_size])
-        names = column_names(cursor)
-        rows = [dict_from_row(OutboxMessage, names, row) for row in cursor.fetchall()]
+        rows = dicts_of_cursor(OutboxMessage, cursor)
         if not rows:
             return 0
         broker.send([envelope_of(row) for row in rows])
@@ -93,8 +92,7 @@ def claim_committed(ids: list[int]) -> list[dict[str, Any]]:
     """
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_COMMITTED_SQL, [RELAY_LOCK_KEY, ids])
-        names = column_names(cursor)
-        rows = [dict_from_row(OutboxMessage, names, row) for row in cursor.fetchall()]
+        rows = dicts_of_cursor(OutboxMessage, cursor)
     return sorted(rows, key=lambda row: row["id"])
 
 
