@@ -25,6 +25,7 @@ KNOWN_FAULTS = {
     "duplicate_delivery": "a message is sent to the broker twice",
     "reorder_delivery": "a batch is sent to the broker in shuffled order across aggregates",
     "provider_latency_ms": "added latency of fake providers, in milliseconds",
+    "analytics_fold_pause_ms": "the analytics consumer waits inside a batch's transaction, before it commits",
 }
 
 

@@ -140,6 +140,35 @@ class WorkerProcess(_LoggedProcess):
         return 1
 
 
+class AnalyticsConsumerProcess(_LoggedProcess):
+    """``manage.py analytics_consume``: the live analytics consumer, a process of its own."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, batch_size: int = 1000) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.batch_size = batch_size
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "analytics_consume", "--batch-size", str(self.batch_size)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a host that loses power: no clean stop, no last commit."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+        self.log.close()
+
+
 def static_collect(env: dict[str, str], static_root: Path) -> dict[str, str]:
     """Run ``collectstatic`` into ``static_root`` as a release does, and return ``env`` with
     ``STATIC_ROOT`` pointing there: under the production settings gunicorn serves only what was

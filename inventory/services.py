@@ -6,9 +6,11 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from inventory.contracts import StockReleasedV1, StockReservedV1
 from inventory.exceptions import OutOfStock, ReservationRefused
 from inventory.locks import lock_stock, lock_stock_of_skus
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
+from outbox.events import occurred, publish_event
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,17 @@ def stock_reserve(
     reservation = Reservation.objects.create(
         order_id=order_id, idempotency_key=idempotency_key, saga_id=saga_id, step=step
     )
+    publish_event(
+        StockReservedV1(
+            order_id=order_id,
+            saga_id=str(saga_id or ""),
+            reservation_id=reservation.pk,
+            lines=[{"sku": sku, "quantity": quantity} for sku, quantity in wanted.items()],
+            occurred_at=occurred(reservation.created_at),
+        ),
+        aggregate="order",
+        aggregate_id=order_id,
+    )
     for sku, quantity in wanted.items():
         level = stock[sku]
         ReservationLine.objects.create(reservation=reservation, product_id=level.product_id, quantity=quantity)
@@ -120,7 +133,7 @@ def stock_release(
     reservation = Reservation.objects.select_for_update().get(idempotency_key=reservation_key)
     if reservation.status == Reservation.Status.RELEASED:
         return reservation
-    lines = list(reservation.lines.all())
+    lines = list(reservation.lines.select_related("product"))
     stock = lock_stock(sorted(line.product_id for line in lines))
     for line in lines:
         StockMovement.objects.create(
@@ -137,4 +150,16 @@ def stock_release(
     reservation.status = Reservation.Status.RELEASED
     reservation.released_at = timezone.now()
     reservation.save(update_fields=["status", "released_at"])
+    if lines:
+        publish_event(
+            StockReleasedV1(
+                order_id=reservation.order_id,
+                saga_id=str(reservation.saga_id or saga_id or ""),
+                reservation_id=reservation.pk,
+                lines=[{"sku": line.product.sku, "quantity": line.quantity} for line in lines],
+                occurred_at=occurred(reservation.released_at),
+            ),
+            aggregate="order",
+            aggregate_id=reservation.order_id,
+        )
     return reservation

@@ -10,11 +10,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from inventory.selectors import product_catalog
+from orders.contracts import OrderCancelledV1, OrderConfirmedV1, OrderPlacedV1
 from orders.exceptions import InvalidOrder, OrderNotCancellable
 from orders.models import Notification, Order
 from orders.notifications import greeting, notification_send
 from orders.rows import NewLine, order_insert
 from orders.saga import ORDER_SAGA, OrderSagaData
+from outbox.events import occurred, publish_event
 from sagas.definition import latest_definition
 from sagas.exceptions import CancellationRefused
 from sagas.models import SagaInstance
@@ -110,6 +112,26 @@ def order_place(
                 for line in lines
             ],
         )
+        publish_event(
+            OrderPlacedV1(
+                order_id=order.pk,
+                saga_id=str(saga_id),
+                total_amount=total,
+                currency=currency,
+                lines=[
+                    {
+                        "sku": line.sku,
+                        "name": line.name,
+                        "quantity": line.quantity,
+                        "unit_price_amount": line.unit_price_amount,
+                    }
+                    for line in order.lines.all()
+                ],
+                occurred_at=occurred(order.created_at),
+            ),
+            aggregate="order",
+            aggregate_id=order.pk,
+        )
         saga = saga_start(
             # New orders start on the newest registered version; sagas in flight keep theirs.
             definition=latest_definition(ORDER_SAGA.name),
@@ -153,6 +175,11 @@ def order_confirm(*, order_id: int, told_by_hand: str = "") -> Order:
         order.status = Order.Status.CONFIRMED
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "updated_at"])
+        publish_event(
+            OrderConfirmedV1(order_id=order.pk, saga_id=str(order.saga_id), occurred_at=occurred(order.updated_at)),
+            aggregate="order",
+            aggregate_id=order.pk,
+        )
     if order.status == Order.Status.CONFIRMED:
         lines = "\n".join(f"  {line.quantity} x {line.name}" for line in order.lines.all())
         notification_send(
@@ -186,6 +213,16 @@ def order_cancel(
         order.cancel_reason = reason or "cancelled"
         order.updated_at = timezone.now()
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
+        publish_event(
+            OrderCancelledV1(
+                order_id=order.pk,
+                saga_id=str(order.saga_id),
+                reason=order.cancel_reason,
+                occurred_at=occurred(order.updated_at),
+            ),
+            aggregate="order",
+            aggregate_id=order.pk,
+        )
     if order.status == Order.Status.CANCELLED and notify:
         notification_send(
             order=order,

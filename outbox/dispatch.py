@@ -9,7 +9,8 @@ the callbacks of a transaction that rolls back). Then, until no message remains:
    transaction that also marks them published; the messages those handlers publish are
    collected for the next round (no nested after-commit callback);
 2. the others are sent to the broker;
-3. whatever could not be delivered or sent is the relay's, which is nudged.
+3. whatever could not be delivered or sent is the relay's, which is nudged; so are integration
+   events (outbox.events), which the relay publishes to the stream by the batch with confirms.
 
 A web request (``relay_sends()``, outbox.middleware) only delivers its ``deliver_here`` messages
 and nudges the relay: sending costs three round trips to PostgreSQL and one to Redis per
@@ -34,6 +35,7 @@ from outbox.consumer import deliver, registered
 from outbox.models import OutboxMessage, envelope_of
 from outbox.nudge import nudge_relay
 from outbox.relay import claim_committed, send_committed
+from outbox.stream import STREAM_DESTINATION
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,12 @@ class CommittedMessages:
         self.here_ids: list[int] = []  # published with deliver_here
         self.local_ids: list[int] = []  # for a consumer of this process without an outside call
         self.remote_ids: list[int] = []
+        self.events = False  # integration events: always the relay's, which publishes them by the batch
 
     def add(self, message: OutboxMessage, *, here: bool = False) -> None:
-        if here:
+        if message.destination == STREAM_DESTINATION:
+            self.events = True
+        elif here:
             self.here_ids.append(message.pk)
         elif _has_local_handler(message):
             self.local_ids.append(message.pk)
@@ -71,7 +76,7 @@ class CommittedMessages:
             self.remote_ids.append(message.pk)
 
     def __bool__(self) -> bool:
-        return bool(self.here_ids or self.local_ids or self.remote_ids)
+        return bool(self.here_ids or self.local_ids or self.remote_ids or self.events)
 
     def __call__(self) -> None:
         deliver_committed(self)
@@ -98,6 +103,7 @@ def deliver_committed(committed: CommittedMessages) -> None:
     left_to_relay = web  # a web request's messages are the relay's, but for deliver_here
     pending: CommittedMessages | None = committed
     while pending:
+        left_to_relay = left_to_relay or pending.events
         in_process = broker.allows_delivery_in_process() and not web
         here = pending.here_ids + (pending.local_ids if in_process else [])
         to_broker = [] if web else pending.remote_ids + ([] if in_process else pending.local_ids)

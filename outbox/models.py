@@ -44,6 +44,12 @@ class OutboxMessage(models.Model):
                 name="outbox_unpublished_agg_idx",
                 condition=models.Q(published_at__isnull=True),
             ),
+            # The relay claims integration events apart (outbox.stream): unpublished ones, in id order.
+            models.Index(
+                fields=["id"],
+                name="outbox_unpublished_stream_idx",
+                condition=models.Q(published_at__isnull=True, destination="stream"),
+            ),
             models.Index(fields=["published_at"], name="outbox_published_at_idx"),
             models.Index(fields=["created_at"], name="outbox_created_at_idx"),
         ]

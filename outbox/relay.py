@@ -16,6 +16,7 @@ from common.rows import dicts_of_cursor, select_columns
 from outbox import broker
 from outbox.models import ENVELOPE_FIELDS, OutboxMessage, envelope_of
 from outbox.nudge import nudge_clear
+from outbox.stream import STREAM_DESTINATION, StreamUnavailable, event_stream
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,16 @@ _SENT = ("id", *ENVELOPE_FIELDS)
 _CLAIM_SQL = f"""
     SELECT {select_columns(OutboxMessage, names=_SENT)}
       FROM outbox_outboxmessage
-     WHERE published_at IS NULL AND available_at <= now()
+     WHERE published_at IS NULL AND available_at <= now() AND destination <> '{STREAM_DESTINATION}'
+     ORDER BY id
+     LIMIT %s
+       FOR UPDATE SKIP LOCKED
+"""
+# Integration events are claimed apart: a stream that is down holds back events, never commands.
+_CLAIM_STREAM_SQL = f"""
+    SELECT {select_columns(OutboxMessage, names=_SENT)}
+      FROM outbox_outboxmessage
+     WHERE published_at IS NULL AND destination = '{STREAM_DESTINATION}'
      ORDER BY id
      LIMIT %s
        FOR UPDATE SKIP LOCKED
@@ -51,7 +61,8 @@ _CLAIM_COMMITTED_SQL = f"""
            AND NOT EXISTS (
                SELECT 1 FROM outbox_outboxmessage older
                 WHERE older.published_at IS NULL AND older.aggregate = m.aggregate
-                  AND older.aggregate_id = m.aggregate_id AND older.id < m.id)
+                  AND older.aggregate_id = m.aggregate_id AND older.id < m.id
+                  AND older.destination <> '{STREAM_DESTINATION}')
          ORDER BY m.id
            FOR UPDATE OF m SKIP LOCKED
     )
@@ -77,6 +88,39 @@ def relay_batch(*, batch_size: int | None = None, after_send: Callable[[], None]
         if after_send is not None:
             after_send()
         cursor.execute(_MARK_SQL, [[row["id"] for row in rows]])
+    return len(rows)
+
+
+# After the stream failed, this process leaves events alone for a while (doubling up to a
+# bound): each attempt costs a connection timeout, and commands must not wait behind it.
+_stream_backoff = {"until": 0.0, "seconds": 0.0}
+
+
+def relay_stream_batch(*, batch_size: int | None = None, after_send: Callable[[], None] | None = None) -> int:
+    """Claim, publish (with confirms) and mark one batch of integration events; returns how
+    many it published. A stream that is not configured or not reachable publishes nothing: the
+    events wait in the outbox, in order, for the next relay."""
+    stream = event_stream()
+    if stream is None or time.monotonic() < _stream_backoff["until"]:
+        return 0
+    batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
+            cursor.execute(_CLAIM_STREAM_SQL, [batch_size])
+            rows = dicts_of_cursor(OutboxMessage, cursor)
+            if not rows:
+                return 0
+            stream.publish([envelope_of(row) for row in rows])
+            if after_send is not None:
+                after_send()
+            cursor.execute(_MARK_SQL, [[row["id"] for row in rows]])
+    except StreamUnavailable as exc:
+        seconds = min(max(_stream_backoff["seconds"] * 2, 0.5), settings.EVENT_STREAM_RETRY_MAX_SECONDS)
+        _stream_backoff.update(until=time.monotonic() + seconds, seconds=seconds)
+        logger.warning("event stream unavailable; events wait in the outbox", extra={"error": str(exc)})
+        return 0
+    _stream_backoff.update(until=0.0, seconds=0.0)
     return len(rows)
 
 
@@ -114,7 +158,7 @@ def relay_drain(*, max_seconds: float = 30.0, batch_size: int | None = None) -> 
     deadline = time.monotonic() + max_seconds
     sent = 0
     while time.monotonic() < deadline:
-        count = relay_batch(batch_size=batch_size)
+        count = relay_batch(batch_size=batch_size) + relay_stream_batch(batch_size=batch_size)
         sent += count
         if count == 0:
             break

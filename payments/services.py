@@ -3,6 +3,8 @@ these functions record their results."""
 
 from django.db.models.functions import Now
 
+from outbox.events import occurred, publish_event
+from payments.contracts import PaymentCapturedV1, PaymentRefundedV1
 from payments.exceptions import PaymentDeclined, PaymentRefused
 from payments.gateway import GatewayResponse
 from payments.models import LedgerEntry, Payment
@@ -48,8 +50,9 @@ def payment_record_charge(
 
 def _book(payment: Payment, kind: str, *, amount: int, currency: str, key: str, reference: str) -> LedgerEntry:
     """One append-only ledger entry of ``payment``: what moved, under which key, with the
-    provider's id of the movement as its reference (what the auditor matches on)."""
-    return LedgerEntry.objects.create(
+    provider's id of the movement as its reference (what the auditor matches on). Every entry
+    is announced on the event stream: money moves nowhere else."""
+    entry = LedgerEntry.objects.create(
         payment=payment,
         order_id=payment.order_id,
         kind=kind,
@@ -58,6 +61,21 @@ def _book(payment: Payment, kind: str, *, amount: int, currency: str, key: str, 
         idempotency_key=key,
         provider_reference=reference,
     )
+    event = PaymentCapturedV1 if kind == LedgerEntry.Kind.CHARGE else PaymentRefundedV1
+    publish_event(
+        event(
+            order_id=payment.order_id,
+            saga_id=str(payment.saga_id or ""),
+            payment_id=payment.pk,
+            amount=amount,
+            currency=currency,
+            reference=reference,
+            occurred_at=occurred(entry.created_at),
+        ),
+        aggregate="order",
+        aggregate_id=payment.order_id,
+    )
+    return entry
 
 
 def late_charge_key(step_key: str, transaction_id: str) -> str:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from outbox.events import integration_event
 from outbox.messages import Channel
 from sagas.messages import SAGA_REPLY
 
@@ -47,3 +48,50 @@ class ShipmentCreated:
 class ShipmentCancelled:
     channel: ClassVar[Channel] = SAGA_REPLY
     cancelled_shipment_id: int
+
+
+# Integration events: facts for consumers outside the system (outbox.events), keyed by the order.
+
+
+@integration_event(
+    "shipment.created",
+    1,
+    example={
+        "order_id": 1042,
+        "saga_id": "4f6c1f9e-2d4b-4c1e-9a57-0d3e5b1c7a21",
+        "shipment_id": 208,
+        "tracking_number": "TRK5F2C9A1B",
+        "country": "DE",
+        "occurred_at": "2026-12-01T09:30:00.123456+00:00",
+    },
+)
+@dataclass(frozen=True)
+class ShipmentCreatedV1:
+    """A shipment was booked with the carrier (or by an operator outside it) for an order."""
+
+    order_id: int
+    saga_id: str
+    shipment_id: int
+    tracking_number: str
+    country: str
+    occurred_at: str
+
+
+@integration_event(
+    "shipment.cancelled",
+    1,
+    example={
+        "order_id": 1042,
+        "saga_id": "4f6c1f9e-2d4b-4c1e-9a57-0d3e5b1c7a21",
+        "shipment_id": 208,
+        "occurred_at": "2026-12-01T09:30:00.123456+00:00",
+    },
+)
+@dataclass(frozen=True)
+class ShipmentCancelledV1:
+    """A booked shipment was cancelled (the order's saga was compensated)."""
+
+    order_id: int
+    saga_id: str
+    shipment_id: int
+    occurred_at: str

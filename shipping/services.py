@@ -2,7 +2,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from outbox.events import occurred, publish_event
 from shipping.carrier import CarrierResponse
+from shipping.contracts import ShipmentCancelledV1, ShipmentCreatedV1
 from shipping.exceptions import AddressNotServed, ShipmentRefused
 from shipping.models import Shipment
 
@@ -30,7 +32,7 @@ def shipment_record(
         return existing
     if not response.accepted:
         raise AddressNotServed(f"carrier rejected the address: {response.error}")
-    return Shipment.objects.create(
+    shipment = Shipment.objects.create(
         order_id=order_id,
         idempotency_key=step_key,
         saga_id=saga_id,
@@ -39,6 +41,23 @@ def shipment_record(
         carrier_reference=response.reference,
         tracking_number=response.tracking_number,
         address=address,
+    )
+    _announce_created(shipment)
+    return shipment
+
+
+def _announce_created(shipment: Shipment) -> None:
+    publish_event(
+        ShipmentCreatedV1(
+            order_id=shipment.order_id,
+            saga_id=str(shipment.saga_id or ""),
+            shipment_id=shipment.pk,
+            tracking_number=shipment.tracking_number,
+            country=str((shipment.address or {}).get("country", "")).upper(),
+            occurred_at=occurred(shipment.created_at),
+        ),
+        aggregate="order",
+        aggregate_id=shipment.order_id,
     )
 
 
@@ -54,7 +73,7 @@ def shipment_record_by_hand(
     """Record a shipment an operator booked outside the carrier's interface. It has no carrier
     reference, so it cannot be cancelled through the interface either: a compensation of it
     escalates to an operator instead of reporting a cancellation that never happened."""
-    shipment, _ = Shipment.objects.get_or_create(
+    shipment, created = Shipment.objects.get_or_create(
         idempotency_key=step_key,
         defaults={
             "order_id": order_id,
@@ -65,6 +84,8 @@ def shipment_record_by_hand(
             "address": address,
         },
     )
+    if created:
+        _announce_created(shipment)
     return shipment
 
 
@@ -95,4 +116,14 @@ def shipment_cancel(*, order_id: int, shipment_key: str, saga_id: str | None = N
         shipment.cancelled_at = timezone.now()
         shipment.updated_at = timezone.now()
         shipment.save(update_fields=["status", "cancelled_at", "updated_at"])
+        publish_event(
+            ShipmentCancelledV1(
+                order_id=shipment.order_id,
+                saga_id=str(shipment.saga_id or saga_id or ""),
+                shipment_id=shipment.pk,
+                occurred_at=occurred(shipment.cancelled_at),
+            ),
+            aggregate="order",
+            aggregate_id=shipment.order_id,
+        )
     return shipment

@@ -3,15 +3,18 @@ orchestrator's decisions (the delivery machinery itself is proven with a real wo
 
 from outbox.consumer import deliver
 from outbox.models import OutboxMessage
+from outbox.stream import STREAM_DESTINATION
 from testing.messages import sent_envelope
 
 
 def pump(*, max_messages: int = 200, skip: set[str] | None = None) -> list[OutboxMessage]:
-    """Deliver unpublished messages in order, like relay + worker would, until none remain."""
+    """Deliver unpublished messages in order, like relay + worker would, until none remain
+    (integration events stay in the outbox: they are for the stream)."""
     handled = []
     for _ in range(max_messages):
         message = (
             OutboxMessage.objects.filter(published_at__isnull=True)
+            .exclude(destination=STREAM_DESTINATION)  # events are the stream's, which no handler consumes
             .exclude(type__in=skip or set())
             .order_by("id")
             .first()

@@ -53,6 +53,7 @@ from orders.services import Customer, LineInput, order_place
 from outbox import consumer
 from outbox.consumer import RetryLater, deliver
 from outbox.models import DeadLetter, OutboxMessage
+from outbox.stream import STREAM_DESTINATION
 from payments.gateway import ChargeAlreadyRefunded, FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
 from payments.services import provider_key
@@ -171,10 +172,19 @@ class SagaMachine(RuleBasedStateMachine):
     # -- messages ------------------------------------------------------------------------
 
     def _pending(self) -> list[tuple[str, object]]:
-        unpublished = list(OutboxMessage.objects.filter(published_at__isnull=True).order_by("id"))
+        unpublished = list(
+            OutboxMessage.objects.filter(published_at__isnull=True)
+            .exclude(destination=STREAM_DESTINATION)
+            .order_by("id")
+        )
         return [("outbox", message) for message in unpublished] + [("broker", copy) for copy in self.broker]
 
-    @precondition(lambda self: self.broker or OutboxMessage.objects.filter(published_at__isnull=True).exists())
+    @precondition(
+        lambda self: (
+            self.broker
+            or OutboxMessage.objects.filter(published_at__isnull=True).exclude(destination=STREAM_DESTINATION).exists()
+        )
+    )
     @rule(data=st.data())
     @tracked
     def deliver_a_message(self, data: st.DataObject) -> None:

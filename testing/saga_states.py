@@ -9,6 +9,7 @@ from orders.services import Customer, LineInput, order_place
 from outbox.consumer import RetryLater, deliver
 from outbox.models import OutboxMessage
 from outbox.publishing import publish
+from outbox.stream import STREAM_DESTINATION
 from sagas.messages import ORCHESTRATOR, REPLY_TYPE
 from sagas.models import Outcome, SagaInstance, SagaState
 from testing.messages import sent_envelope
@@ -71,7 +72,8 @@ def settle(*, max_messages: int = 100) -> None:
     """Deliver every unpublished message to its real handler, in order, as relay and worker
     would (retrying a transient failure at once)."""
     for _ in range(max_messages):
-        message = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id").first()
+        unpublished = OutboxMessage.objects.filter(published_at__isnull=True).exclude(destination=STREAM_DESTINATION)
+        message = unpublished.order_by("id").first()
         if message is None:
             return
         OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "inventory",
     "shipping",
     "audit",
+    "analytics",  # the read model folded from the event stream
     "console",  # the operators' console: dashboard, saga page, repairs, health, /metrics
 ]
 
@@ -204,6 +205,22 @@ OUTBOX_LOCAL_CONSUMERS = env_list("OUTBOX_LOCAL_CONSUMERS", "sagas,inventory,ord
 # the old one once the queues have drained. Required in production; the dev and test settings
 # derive one from their SECRET_KEY.
 OUTBOX_SIGNING_KEYS = env_list("OUTBOX_SIGNING_KEYS", "")
+
+# Integration events (outbox.events) go to a durable stream that outside consumers, the analytics
+# context among them, read at their own pace (outbox.stream). Empty: no stream, and no events
+# are recorded. The RabbitMQ adapter takes an amqp:// URL (RabbitMQ 3.9+, streams over AMQP 0.9.1).
+EVENT_STREAM_URL = env_str("EVENT_STREAM_URL", "")
+EVENT_STREAM_ADAPTER = env_str("EVENT_STREAM_ADAPTER", "outbox.stream.RabbitMQStream")
+EVENT_STREAM_NAME = env_str("EVENT_STREAM_NAME", "backoffice.events")
+# Retention: RabbitMQ drops whole segments older than the age or beyond the size. A rebuild of a
+# read model (analytics_rebuild) can only go back as far as this.
+EVENT_STREAM_MAX_AGE = env_str("EVENT_STREAM_MAX_AGE", "30D")
+EVENT_STREAM_MAX_BYTES = env_int("EVENT_STREAM_MAX_BYTES", 20 * 2**30)
+EVENT_STREAM_SEGMENT_BYTES = env_int("EVENT_STREAM_SEGMENT_BYTES", 100 * 2**20)
+EVENT_STREAM_CONFIRM_TIMEOUT_SECONDS = float(env_str("EVENT_STREAM_CONFIRM_TIMEOUT_SECONDS", "10"))
+EVENT_STREAM_RETRY_MAX_SECONDS = float(env_str("EVENT_STREAM_RETRY_MAX_SECONDS", "30"))
+# How often the analytics consumer looks up the stream's tail (its lag) and renews its heartbeat.
+ANALYTICS_TAIL_INTERVAL_SECONDS = float(env_str("ANALYTICS_TAIL_INTERVAL_SECONDS", "2"))
 
 
 def derived_signing_keys(secret_key: str) -> list[str]:

@@ -42,6 +42,12 @@ REST_FRAMEWORK = {
         "storefront_address": env_str("API_ADDRESS_THROTTLE_RATE", "100000/min"),
     },
 }
+# The event stream on the local RabbitMQ (.ci/run starts it); a stream of the tests' own.
+EVENT_STREAM_URL = env_str("EVENT_STREAM_URL", "amqp://guest:guest@127.0.0.1:5672//")
+EVENT_STREAM_NAME = env_str("EVENT_STREAM_NAME", "backoffice.events.test")
+EVENT_STREAM_CONFIRM_TIMEOUT_SECONDS = 5
+EVENT_STREAM_RETRY_MAX_SECONDS = 2
+ANALYTICS_TAIL_INTERVAL_SECONDS = 0.5
 HEALTH_CACHE_SECONDS = 0  # every test sees the checks of its own moment
 # The launcher, benchmarks, chaos harness and their commands: never in production.
 INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]
