@@ -5,7 +5,7 @@ series into shapes with coordinates, and a template draws them as inline SVG.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 WIDTH = 360
 HEIGHT = 90
@@ -59,10 +59,12 @@ def _label(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
 
 
-def bar_chart(*, labels: list[datetime], values: list[int], unit: str) -> Chart:
-    """One bar per minute, e.g. sagas completed."""
+def bar_chart(
+    *, labels: list[datetime | date], values: list[int], unit: str, label_format: str = "%H:%M", width: int = WIDTH
+) -> Chart:
+    """One bar per minute (e.g. sagas completed), or per day with ``label_format="%Y-%m-%d"``."""
     maximum = max(values, default=0)
-    plot_width = WIDTH - LEFT
+    plot_width = width - LEFT
     step = plot_width / max(len(values), 1)
     bars = []
     for index, (label, value) in enumerate(zip(labels, values, strict=True)):
@@ -73,30 +75,36 @@ def bar_chart(*, labels: list[datetime], values: list[int], unit: str) -> Chart:
                 y=round(y, 2),
                 width=round(max(step - 1, 1), 2),
                 height=round(HEIGHT - BOTTOM - y, 2),
-                title=f"{label:%H:%M}: {value} {unit}",
+                title=f"{label:{label_format}}: {value} {unit}",
             )
         )
     return Chart(
-        width=WIDTH,
+        width=width,
         height=HEIGHT,
         left=LEFT,
         plot_bottom=HEIGHT - BOTTOM,
-        plot_right=WIDTH,
+        plot_right=width,
         y_max_label=_label(maximum),
-        x_first_label=f"{labels[0]:%H:%M}" if labels else "",
-        x_last_label=f"{labels[-1]:%H:%M}" if labels else "",
+        x_first_label=f"{labels[0]:{label_format}}" if labels else "",
+        x_last_label=f"{labels[-1]:{label_format}}" if labels else "",
         bars=bars,
         lines=[],
         empty=maximum == 0,
     )
 
 
-def line_chart(*, labels: list[datetime], series: dict[str, list[float | None]]) -> Chart:
+def line_chart(
+    *,
+    labels: list[datetime | date],
+    series: dict[str, list[float | None]],
+    label_format: str = "%H:%M",
+    width: int = WIDTH,
+) -> Chart:
     """A few lines over the same minutes (e.g. p50 and p95 durations); gaps where a minute had
     no value are bridged, since a missing minute means no saga finished then."""
     values = [value for points in series.values() for value in points if value is not None]
     maximum = max(values, default=0.0)
-    plot_width = WIDTH - LEFT
+    plot_width = width - LEFT
     step = plot_width / max(len(labels) - 1, 1)
     lines = []
     for index, (name, points) in enumerate(series.items()):
@@ -114,14 +122,14 @@ def line_chart(*, labels: list[datetime], series: dict[str, list[float | None]])
             )
         )
     return Chart(
-        width=WIDTH,
+        width=width,
         height=HEIGHT,
         left=LEFT,
         plot_bottom=HEIGHT - BOTTOM,
-        plot_right=WIDTH,
+        plot_right=width,
         y_max_label=_label(maximum),
-        x_first_label=f"{labels[0]:%H:%M}" if labels else "",
-        x_last_label=f"{labels[-1]:%H:%M}" if labels else "",
+        x_first_label=f"{labels[0]:{label_format}}" if labels else "",
+        x_last_label=f"{labels[-1]:{label_format}}" if labels else "",
         bars=[],
         lines=lines,
         empty=not values,

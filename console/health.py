@@ -25,8 +25,10 @@ from django.views.decorators.http import require_GET
 from redis import Redis
 from redis.exceptions import RedisError
 
+from analytics.selectors import consumer_lag
 from audit.selectors import violation_counts
 from common.heartbeat import WORKER, liveness
+from outbox.stream import event_stream
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,25 @@ def _check_workers() -> dict:
     return {"ok": True, "workers": workers}
 
 
-CHECKS = {"database": _check_database, "redis": _check_redis, "celery_workers": _check_workers}
+def _check_event_stream() -> dict:
+    """The stream integration events go to, and how far its analytics consumer is behind."""
+    stream = event_stream()
+    if stream is None:
+        return {"ok": True, "stream": None, "detail": "no event stream configured (EVENT_STREAM_URL)"}
+    stream.ping()
+    result: dict = {"ok": True, "stream": stream.name}
+    lag = consumer_lag()
+    if lag is not None:
+        result.update(consumer_lag_events=lag.events, consumer_lag_seconds=round(lag.seconds, 3))
+    return result
+
+
+CHECKS = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "celery_workers": _check_workers,
+    "event_stream": _check_event_stream,
+}
 
 _lock = threading.Lock()
 _cached: tuple[float, dict, int] | None = None

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from analytics.selectors import consumer_lag
 from audit.selectors import violation_counts
 from outbox.selectors import dead_letter_count, outbox_backlog
 from sagas.selectors import saga_stuck_counts
@@ -47,6 +48,7 @@ class DatabaseCollector:
             dead = dead_letter_count()
             stuck = saga_stuck_counts()
             violations = violation_counts()
+            lag = consumer_lag()
         except DatabaseError as exc:
             logger.warning("metrics: the database could not be read", extra={"error": str(exc)})
             up.add_metric([], 0)
@@ -73,6 +75,22 @@ class DatabaseCollector:
         for kind, count in sorted(violations.items()):
             by_kind.add_metric([kind], count)
         yield by_kind
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "backoffice_stream_consumer_lag_events",
+                "Events on the stream the analytics consumer has not folded yet (as of its last look at the tail).",
+                value=lag.events,
+            )
+            yield GaugeMetricFamily(
+                "backoffice_stream_consumer_lag_seconds",
+                "Age of the last event the analytics consumer folded, while it is behind (0 when caught up).",
+                value=lag.seconds,
+            )
+            yield GaugeMetricFamily(
+                "backoffice_stream_consumer_offset",
+                "The analytics consumer's position on the stream.",
+                value=lag.next_offset,
+            )
 
 
 class _ThisProcess:

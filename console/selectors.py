@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
+from analytics.selectors import ConsumerLag, consumer_lag
 from audit.selectors import open_violations
 from common.heartbeat import Liveness, liveness
 from console.models import AuditLog
@@ -91,6 +92,8 @@ class Dashboard:
     # From the heartbeats the worker and beat write, not from the sweeper, which runs on the
     # worker: with no live worker nothing else says that sagas have stopped moving.
     liveness: Liveness
+    # The analytics consumer's position on the event stream (None: it has never run).
+    stream_lag: ConsumerLag | None = None
 
 
 def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashboard:
@@ -118,6 +121,7 @@ def dashboard_summary(*, now: datetime | None = None, limit: int = 50) -> Dashbo
         throughput=saga_throughput(now=now),
         violations=dashboard_violations(),
         liveness=liveness(),
+        stream_lag=consumer_lag(),
     )
 
 

@@ -131,6 +131,7 @@ def order_place(
             ),
             aggregate="order",
             aggregate_id=order.pk,
+            correlation_id=str(saga_id),  # the saga it starts, as for every later event of the order
         )
         saga = saga_start(
             # New orders start on the newest registered version; sagas in flight keep theirs.

@@ -83,9 +83,12 @@ def events_enabled() -> bool:
     return bool(settings.EVENT_STREAM_URL)
 
 
-def publish_event(event: Any, *, aggregate: str, aggregate_id: object) -> OutboxMessage | None:
+def publish_event(
+    event: Any, *, aggregate: str, aggregate_id: object, correlation_id: str | None = None
+) -> OutboxMessage | None:
     """Write ``event`` to the outbox for the stream, in the caller's transaction; its
-    ``aggregate`` and ``aggregate_id`` say whose events it keeps in order. Nothing is written
+    ``aggregate`` and ``aggregate_id`` say whose events it keeps in order; ``correlation_id``
+    where no message being handled gives one (the saga an order starts). Nothing is written
     (None) where no stream is configured."""
     if not events_enabled():
         return None
@@ -99,6 +102,7 @@ def publish_event(event: Any, *, aggregate: str, aggregate_id: object) -> Outbox
         aggregate=aggregate,
         aggregate_id=aggregate_id,
         headers={VERSION_HEADER: schema.event_version},
+        correlation_id=correlation_id,
     )
 
 

@@ -58,6 +58,9 @@ class EventStream(Protocol):
     def tail(self) -> int | None:
         """The offset of the last event on the stream (None when it holds none)."""
 
+    def ping(self) -> None:
+        """Raise unless the stream exists and answers."""
+
     def reader(self, *, start: Start, prefetch: int = 1000) -> StreamReader:
         """A consumer of the stream from ``start``."""
 
@@ -203,6 +206,13 @@ class RabbitMQStream:
         connection = _connection(self.url, name="declare")
         try:
             connection.channel().queue_declare(self.name, durable=True, auto_delete=False, arguments=stream_arguments())
+        finally:
+            connection.close()
+
+    def ping(self) -> None:
+        connection = _connection(self.url, name="health")
+        try:
+            connection.channel().queue_declare(self.name, passive=True)
         finally:
             connection.close()
 

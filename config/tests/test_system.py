@@ -38,14 +38,24 @@ def test_the_worker_and_its_pool_run_below_the_webs_cpu_priority(live_system, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_healthz_is_200_naming_each_dependency_when_all_answer(admin_client, live_system):
+def test_healthz_is_200_naming_each_dependency_when_all_answer(admin_client, live_system, settings):
     response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "redis", "celery_workers"}
+    assert set(body["checks"]) == {"database", "redis", "celery_workers", "event_stream"}
     assert all(check["ok"] for check in body["checks"].values())
     assert body["checks"]["celery_workers"]["workers"]
+    assert body["checks"]["event_stream"]["stream"] == settings.EVENT_STREAM_NAME
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_naming_the_stream_when_rabbitmq_is_unreachable(admin_client, settings):
+    settings.EVENT_STREAM_URL = "amqp://guest:guest@127.0.0.1:1//"
+    response = admin_client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 503 and "event_stream" in body["failing"]
+    assert "Connection refused" in body["checks"]["event_stream"]["error"]
 
 
 @pytest.mark.django_db
@@ -78,7 +88,12 @@ def test_healthz_tells_anonymous_callers_only_ok_or_failing_per_dependency(clien
     response = client.get("/healthz")
     body = response.json()
     assert response.status_code == 503 and body["failing"] == ["redis", "celery_workers"]
-    assert body["checks"] == {"database": {"ok": True}, "redis": {"ok": False}, "celery_workers": {"ok": False}}
+    assert body["checks"] == {
+        "database": {"ok": True},
+        "redis": {"ok": False},
+        "celery_workers": {"ok": False},
+        "event_stream": {"ok": True},
+    }
     assert "127.0.0.1" not in response.content.decode() and "by_kind" not in body["violations"]
 
 
@@ -171,6 +186,6 @@ def test_an_anonymous_healthz_is_answered_before_django_and_one_with_credentials
     finally:
         health.health_cache_clear()
     body = json.loads(anonymous)
-    assert set(body["checks"]) == {"database", "redis", "celery_workers"}
+    assert set(body["checks"]) == {"database", "redis", "celery_workers", "event_stream"}
     assert all(set(check) == {"ok"} for check in body["checks"].values())
     assert signed_in == [b"django"] and statuses[1] == "204 No Content"
