@@ -29,6 +29,7 @@ from inventory.models import StepOutcome as InventoryStepOutcome
 from orders.models import Notification, Order, OrderLine
 from orders.models import StepOutcome as OrderStepOutcome
 from outbox.models import OutboxMessage
+from outbox.stream import STREAM_DESTINATION
 from payments.contracts import ChargePayment
 from payments.models import GatewayCharge, LedgerEntry, Payment
 from payments.models import StepOutcome as PaymentStepOutcome
@@ -875,7 +876,12 @@ def check_liveness(scope: Scope) -> list[Finding]:
                 involved={"destination": row["destination"], "oldest_message": row["oldest_id"]},
                 detail=(
                     f"{row['messages']} message(s) to {row['destination']} due and unpublished; the oldest "
-                    f"(id {row['oldest_id']}) for {age:.0f} s (is the relay running?)"
+                    f"(id {row['oldest_id']}) for {age:.0f} s "
+                    + (
+                        "(is the relay running, and the event stream reachable?)"
+                        if row["destination"] == STREAM_DESTINATION
+                        else "(is the relay running?)"
+                    )
                 ),
             )
         )

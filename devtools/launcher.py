@@ -60,6 +60,8 @@ DEFAULT_SETTINGS = "config.settings.dev"
 DATABASE_NAME = "backoffice"
 LOCAL_POSTGRES = ("127.0.0.1", 5432)
 LOCAL_REDIS = ("127.0.0.1", 6379)
+LOCAL_RABBITMQ = ("127.0.0.1", 5672)
+LOCAL_EVENT_STREAM_URL = "amqp://guest:guest@127.0.0.1:5672//"
 # The test suite gets a Redis database of its own, so a test's flushdb never empties the
 # queues of a development system that shares the same server.
 TEST_REDIS_DB = 13
@@ -235,6 +237,20 @@ def local_postgres_answers() -> bool:
             return True
     except psycopg.Error:
         return False
+
+
+def local_rabbitmq_answers() -> bool:
+    try:
+        socket.create_connection(LOCAL_RABBITMQ, timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def event_stream_note(env: dict[str, str]) -> str:
+    if env.get("EVENT_STREAM_URL"):
+        return "EVENT_STREAM_URL (integration events and the analytics consumer on)"
+    return "none: no RabbitMQ on 127.0.0.1:5672 and no EVENT_STREAM_URL, so no integration events"
 
 
 def local_redis_answers() -> bool:
@@ -521,6 +537,9 @@ def child_environment(services: Services, *, settings_module: str | None) -> dic
         env.pop("CELERY_BROKER_URL", None)
     if settings_module is not None:
         env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    if "EVENT_STREAM_URL" not in env and local_rabbitmq_answers():
+        # The integration events' stream on the local RabbitMQ (a RabbitMQ stream, AMQP 0.9.1).
+        env["EVENT_STREAM_URL"] = LOCAL_EVENT_STREAM_URL
     env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", os.defpath)])
     env["PYTHONUNBUFFERED"] = "1"  # children's lines show up as they happen, not at exit
     return env
@@ -559,7 +578,7 @@ def command_run(options: argparse.Namespace, stack: contextlib.ExitStack, signal
     manage("migrate", "--noinput")
     credentials_file = data_dir / "demo-admin.txt"
     seed_output = manage("seed_demo", "--credentials-file", str(credentials_file), capture=True)
-    print(banner(options.port, seed_output, credentials_file, services), flush=True)
+    print(banner(options.port, seed_output, credentials_file, services, event_stream_note(env)), flush=True)
 
     if "PROMETHEUS_MULTIPROC_DIR" not in env:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(data_dir))
@@ -580,7 +599,7 @@ def fresh_metrics_dir(data_dir: Path) -> Path:
     return path
 
 
-def banner(port: int, seed_output: str, credentials_file: Path, services: Services) -> str:
+def banner(port: int, seed_output: str, credentials_file: Path, services: Services, stream_note: str = "") -> str:
     """What an operator needs to start clicking: where everything is and how to log in."""
     base = f"http://127.0.0.1:{port}"
     match = re.search(r"^admin user: (\S+) / password: (\S+)", seed_output, re.MULTILINE)
@@ -598,7 +617,7 @@ def banner(port: int, seed_output: str, credentials_file: Path, services: Servic
     return "\n".join(
         [
             rule,
-            "Order backoffice: starting web, worker and beat",
+            "Order backoffice: starting web, worker, beat and the analytics consumer",
             f"  admin      {base}/admin/",
             f"  API        {base}/api/v1/  (docs: {base}/api/docs/)",
             f"  health     {base}/healthz",
@@ -606,6 +625,7 @@ def banner(port: int, seed_output: str, credentials_file: Path, services: Servic
             f"  API token  {api_token}",
             f"  database   {services.database_note}",
             f"  redis      {services.redis_note}",
+            f"  stream     {stream_note}",
             "Press Ctrl-C to stop everything.",
             rule,
         ]
@@ -625,6 +645,8 @@ def command_test(
     )
     say(f"database: {services.database_note} (pytest-django uses test_{DATABASE_NAME})")
     say(f"redis: {services.redis_note}, database {TEST_REDIS_DB}")
+    if not os.environ.get("EVENT_STREAM_URL") and not local_rabbitmq_answers():
+        say("RabbitMQ does not answer on 127.0.0.1:5672: the event stream tests will fail (.ci/run starts it)")
     env = child_environment(services, settings_module=None)
     # Always the test settings: importing this package (config.celery) has already defaulted
     # DJANGO_SETTINGS_MODULE to the dev settings in this process, and pytest-django would take

@@ -505,10 +505,14 @@ def test_outbox_messages_unpublished_for_too_long_are_reported_once_per_destinat
     )
     scenarios.place()  # a fresh one is not late
 
-    finding = only(audit_run(full=True), Kind.OUTBOX_STALE)
+    findings = audit_run(full=True).findings
 
-    assert finding.key == "outbox:payments"
-    assert finding.detail.startswith("2 message(s) to payments due and unpublished")
+    assert {finding.kind for finding in findings} == {Kind.OUTBOX_STALE}
+    by_key = {finding.key: finding.detail for finding in findings}
+    assert sorted(by_key) == ["outbox:payments", "outbox:stream"]  # the commands, the order.placed events
+    assert by_key["outbox:payments"].startswith("2 message(s) to payments due and unpublished")
+    assert by_key["outbox:stream"].startswith("2 message(s) to stream due and unpublished")
+    assert by_key["outbox:stream"].endswith("(is the relay running, and the event stream reachable?)")
 
 
 # ---------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """``python manage.py analytics_consume``: the live analytics consumer (a process of its own)."""
 
 import signal
+import time
 
 from django.core.management.base import BaseCommand
 
 from analytics.consumer import consume_live
+from outbox.stream import event_stream
 
 
 class Command(BaseCommand):
@@ -21,6 +23,12 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if event_stream() is None:
+            # Nothing to follow; stay up so that a supervisor does not restart it in a loop.
+            self.stdout.write("no event stream configured (EVENT_STREAM_URL): the analytics consumer waits")
+            while not stopping:
+                time.sleep(1)
+            return
         self.stdout.write("analytics consumer started")
         consume_live(stop=lambda: bool(stopping), batch_size=batch_size)
         self.stdout.write("analytics consumer stopped")
