@@ -269,10 +269,9 @@ def test_saga_list_filters_and_searches_by_saga_and_order_id(catalog, operator_c
     other = completed()
     page = operator_client.get(CHANGELIST + "?stuck__exact=1&step=charge_payment").content.decode()
     assert str(stuck_saga.pk)[:8] in page and str(other.pk)[:8] not in page
-    by_id = operator_client.get(CHANGELIST, {"q": str(other.pk)}).content.decode()
-    assert str(other.pk)[:8] in by_id and str(stuck_saga.pk)[:8] not in by_id
-    by_order = operator_client.get(CHANGELIST, {"q": stuck_saga.aggregate_id}).content.decode()
-    assert str(stuck_saga.pk)[:8] in by_order and str(other.pk)[:8] not in by_order
+    # A search that finds one saga lands on its page.
+    assert operator_client.get(CHANGELIST, {"q": str(other.pk)})["Location"] == _saga_url(other)
+    assert operator_client.get(CHANGELIST, {"q": stuck_saga.aggregate_id})["Location"] == _saga_url(stuck_saga)
     assert operator_client.get(CHANGELIST, {"q": "not-an-id"}).status_code == 200
 
 
