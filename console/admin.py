@@ -209,7 +209,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
         if request.method == "POST" and "action" in request.POST:
             refuse_forged_action(self, request, permissions=self.action_permissions, saga_of=_single_saga)
         term = request.GET.get("q", "").strip()
-        if request.method == "GET" and term and not request.GET.get("all"):
+        if request.method == "GET" and term:
             found = self._search(request, term)
             if found.single is not None:
                 return HttpResponseRedirect(reverse("admin:sagas_sagainstance_change", args=[found.single]))

@@ -32,6 +32,7 @@ from outbox.relay import relay_drain
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
 from testing.saga_states import ADDRESS, make_catalog
+from testing.storefront import parked_order, stock_catalog
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -260,18 +261,11 @@ def test_the_api_docs_and_the_dashboard_run_under_the_content_security_policy(pr
 @pytest.mark.django_db(transaction=True)
 def test_the_saga_list_fits_a_1366_pixel_screen_and_shows_stuck_as_a_warning(live_server, browser):
     """Defect 8: at 1366 px the list's columns were cut, and its STUCK column showed a green check."""
-    make_catalog()
+    stock_catalog()
     operator = get_user_model().objects.create_user("lena", password="lena-secret-1", is_staff=True)
     operator.groups.add(operators_group_ensure(apps))
-    sagas = []
-    for _ in range(3):
-        order = order_place(
-            customer=Customer(email="ann@example.com", name="Ann"),
-            lines=[LineInput(sku="SKU-A", quantity=1)],
-            payment_token="tok_visa",
-            shipping_address=ADDRESS,
-        ).order
-        sagas.append(order.saga_id)
+    # Parked: a worker left running by another test of the session must not move them on.
+    sagas = [parked_order(operator).saga_id for _ in range(3)]
     SagaInstance.objects.filter(pk=sagas[0]).update(
         stuck=True, stuck_reason="charge_payment failed after 3 attempts: GatewayUnavailable: gateway answered 503"
     )
