@@ -68,8 +68,24 @@ class Violation(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True, help_text="empty while the violation is open")
+    # Its lifecycle with the operators (audit/violations.py). The auditor's own upsert writes
+    # rows with raw SQL, hence database defaults.
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True, db_default="")
+    acknowledgement_note = models.TextField(blank=True, db_default="")
+    resolved_by = models.CharField(
+        max_length=150, blank=True, db_default="", help_text="the operator who resolved it; empty: the auditor"
+    )
+    resolution_reason = models.TextField(blank=True, db_default="")
+    reopened = models.PositiveIntegerField(
+        db_default=0, help_text="times the auditor found it again after it was resolved"
+    )
 
     class Meta:
+        permissions = [
+            ("acknowledge_violation", "Can acknowledge an invariant violation"),
+            ("resolve_violation", "Can resolve an invariant violation once repaired"),
+        ]
         constraints = [models.UniqueConstraint(fields=["kind", "key"], name="violation_kind_key_unique")]
         indexes = [
             # The dashboard and the health check read only open violations.
@@ -83,6 +99,18 @@ class Violation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def console_target(self) -> str:
+        """What the console's search takes to land on the saga or order this is about: the
+        saga id when the auditor named one, else the order id; empty for other objects."""
+        involved = self.involved if isinstance(self.involved, dict) else {}
+        if involved.get("saga"):
+            return str(involved["saga"])
+        if involved.get("order") is not None:
+            return str(involved["order"])
+        what, _, ident = self.key.partition(":")
+        return ident if what in ("order", "saga") else ""
 
 
 class AuditRun(models.Model):

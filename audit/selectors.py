@@ -15,3 +15,7 @@ def violation_counts() -> dict[str, int]:
     """Open violations by kind (served by the partial index on open violations)."""
     rows = Violation.objects.filter(resolved_at__isnull=True).values("kind").annotate(n=Count("id")).order_by("kind")
     return {row["kind"]: row["n"] for row in rows}
+
+
+def violation_get(*, violation_id: int) -> Violation | None:
+    return Violation.objects.filter(pk=violation_id).first()

@@ -36,6 +36,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -294,8 +295,13 @@ def _changed_scope(*, now: datetime, since: datetime, floors: dict[str, int], st
 def _open_violation_objects() -> dict[str, set]:
     """The objects of open violations, by kind of object, so that a run checks them again
     (and resolves those that were repaired) whatever changed."""
+    return violation_objects(Violation.objects.filter(resolved_at__isnull=True).values_list("involved", flat=True))
+
+
+def violation_objects(involved_of_each: Iterable[dict[str, Any]]) -> dict[str, set]:
+    """The objects named by violations' ``involved``, by kind of object."""
     objects: dict[str, set] = {"order": set(), "saga": set(), "gateway_charge": set(), "carrier_shipment": set()}
-    for involved in Violation.objects.filter(resolved_at__isnull=True).values_list("involved", flat=True):
+    for involved in involved_of_each:
         for name, ids in objects.items():
             # one object under its name, or several under the plural ("carrier_shipments")
             values = [involved[name]] if involved.get(name) is not None else involved.get(f"{name}s") or []
@@ -321,10 +327,20 @@ _UPSERT = """
            -- a violation that comes back after being resolved starts a new episode
            first_seen = CASE WHEN {violation}.resolved_at IS NULL THEN {violation}.first_seen
                              ELSE EXCLUDED.first_seen END,
+           -- reopened (resolved, by an operator or a run, and found again): a new episode that
+           -- nobody has acknowledged yet; the last resolution stays, to show what did not hold
+           reopened = {violation}.reopened + (CASE WHEN {violation}.resolved_at IS NULL THEN 0 ELSE 1 END),
+           acknowledged_at = CASE WHEN {violation}.resolved_at IS NULL THEN {violation}.acknowledged_at END,
+           acknowledged_by = CASE WHEN {violation}.resolved_at IS NULL THEN {violation}.acknowledged_by ELSE '' END,
+           acknowledgement_note = CASE WHEN {violation}.resolved_at IS NULL THEN {violation}.acknowledgement_note
+                                       ELSE '' END,
            resolved_at = NULL
 """
 
-_RESOLVE = "UPDATE {violation} SET resolved_at = %(now)s WHERE resolved_at IS NULL AND last_seen < %(now)s"
+_RESOLVE = """
+    UPDATE {violation} SET resolved_at = %(now)s, resolved_by = '', resolution_reason = 'not found again by the auditor'
+     WHERE resolved_at IS NULL AND last_seen < %(now)s
+"""
 
 
 def _record(findings: list[Finding], *, now: datetime) -> tuple[list[Finding], int]:

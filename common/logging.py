@@ -37,6 +37,19 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get())
 
 
+def current_origin() -> str:
+    """Who is at work, for a message that no other message caused: an operator's action, a
+    periodic task (the sweeper), or a web request. Empty when none of them bound its ids."""
+    context = _context.get()
+    if context.get("operator"):
+        return f"operator {context['operator']} ({context.get('operator_action', 'action')})"
+    if context.get("task_name"):
+        return f"task {context['task_name']}"
+    if context.get("request_id"):
+        return f"request {context['request_id']}"
+    return ""
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():

@@ -7,6 +7,7 @@ console.operations, behind a permission per action and a confirmation with a rea
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -22,16 +23,23 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from common.admin import ReadOnlyAdmin
+from common.formatting import utc_format
 from console import operations, selectors
+from console.attention import needs_attention
 from console.audit import audit_refusal
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
 from console.models import AuditLog
 from console.operations import ACTION_LABELS, ACTION_PERMISSIONS, REPLAY_PERMISSION, SagaAction
+from console.refusals import permission_refusal, refuse_forged_action
+from console.search import saga_search
+from console.violation_views import violation_action_view
+from console.violations import VIOLATION_PERMISSIONS
 from outbox.models import DeadLetter
 from sagas.definition import registered_definitions
 from sagas.exceptions import SagaActionRefused
 from sagas.models import SagaInstance
+from sagas.selectors import ATTENTION_KINDS, saga_attention_condition
 
 # Refresh period of the dashboard (it fetches its panels again, no full reload).
 DASHBOARD_REFRESH_SECONDS = 5
@@ -61,6 +69,21 @@ class DefinitionFilter(admin.SimpleListFilter):
         return queryset.filter(definition_name=self.value()) if self.value() else queryset
 
 
+class AttentionFilter(admin.SimpleListFilter):
+    """The lists the "needs attention" view counts: its counts link here."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return list(ATTENTION_KINDS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() not in ATTENTION_KINDS:
+            return queryset
+        return queryset.filter(saga_attention_condition(kind=self.value(), now=timezone.now()))
+
+
 class CurrentStepFilter(admin.SimpleListFilter):
     title = "current step"
     parameter_name = "step"
@@ -77,27 +100,36 @@ class CurrentStepFilter(admin.SimpleListFilter):
 
 @admin.register(SagaInstance)
 class SagaInstanceAdmin(admin.ModelAdmin):
+    # Seven narrow columns: the list fits a 1366 px screen beside its filters.
     list_display = [
         "saga_link",
         "state_badge",
-        "current_step",
-        "attempt",
-        "stuck",
+        "stuck_flag",
+        "step_attempt",
         "aggregate_link",
-        "definition_name",
-        "created_at",
-        "finished_at",
+        "created",
+        "finished",
     ]
     list_display_links = None
     # Choices and booleans need no query; the definition and step filters read the registry.
-    list_filter = ["state", "stuck", DefinitionFilter, CurrentStepFilter]
+    list_filter = [AttentionFilter, "state", "stuck", DefinitionFilter, CurrentStepFilter]
     search_fields = ["aggregate_id"]
-    search_help_text = "A saga id, or the id of its aggregate (an order id)."
+    search_help_text = (
+        "An order id, saga id, customer email (or part of it), payment or refund reference, tracking number,"
+        " idempotency key or message id."
+    )
     ordering = ["-created_at"]
     list_per_page = 50
     show_full_result_count = False
     actions = ["retry_selected", "compensate_selected", "retry_compensation_selected"]
     change_list_template = "admin/sagas/sagainstance/change_list.html"
+
+    # The permission each bulk action's declared permission stands for.
+    action_permissions = {
+        "retry": ACTION_PERMISSIONS[SagaAction.RETRY_STEP],
+        "compensate": ACTION_PERMISSIONS[SagaAction.COMPENSATE],
+        "retry_compensation": ACTION_PERMISSIONS[SagaAction.RETRY_COMPENSATION],
+    }
 
     # -- read only ---------------------------------------------------------
 
@@ -130,6 +162,27 @@ class SagaInstanceAdmin(admin.ModelAdmin):
     def state_badge(self, obj: SagaInstance) -> str:
         return format_html('<span class="saga-state saga-{}">{}</span>', obj.state, obj.state)
 
+    @admin.display(description="stuck", ordering="stuck")
+    def stuck_flag(self, obj: SagaInstance) -> str:
+        # A warning, never the admin's green check: stuck is bad news.
+        if not obj.stuck:
+            return ""
+        return format_html('<span class="saga-state saga-stuck" title="{}">⚠ stuck</span>', obj.stuck_reason)
+
+    @admin.display(description="step", ordering="current_step")
+    def step_attempt(self, obj: SagaInstance) -> str:
+        if not obj.current_step:
+            return "-"
+        return format_html('{} <span class="ops-muted">#{}</span>', obj.current_step, obj.attempt)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: SagaInstance) -> str:
+        return utc_format(obj.created_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: SagaInstance) -> str:
+        return utc_format(obj.finished_at)
+
     @admin.display(description="aggregate", ordering="aggregate_id")
     def aggregate_link(self, obj: SagaInstance) -> str:
         if obj.aggregate == "order":
@@ -138,14 +191,30 @@ class SagaInstanceAdmin(admin.ModelAdmin):
         return f"{obj.aggregate} {obj.aggregate_id}"
 
     def get_search_results(self, request, queryset, search_term):
-        """An exact saga id or aggregate id: both indexed, never a scan of every saga."""
-        term = search_term.strip()
-        if not term:
+        """The console's one search (console.search): every kind of term, each by an index."""
+        if not search_term.strip():
             return queryset, False
-        saga_id = selectors.saga_id_or_none(term)
-        if saga_id is not None:
-            return queryset.filter(pk=saga_id), False
-        return queryset.filter(aggregate_id=term), False
+        return queryset.filter(pk__in=self._search(request, search_term).saga_ids), False
+
+    def _search(self, request: HttpRequest, term: str):
+        cached = getattr(request, "_console_search", None)
+        if cached is None or cached.term != term.strip():
+            cached = saga_search(term=term)
+            request._console_search = cached
+        return cached
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """A search that finds exactly one saga lands on its page; a bulk action the operator
+        may not run is refused visibly and audited, never silently dropped."""
+        if request.method == "POST" and "action" in request.POST:
+            refuse_forged_action(self, request, permissions=self.action_permissions, saga_of=_single_saga)
+        term = request.GET.get("q", "").strip()
+        if request.method == "GET" and term:
+            found = self._search(request, term)
+            if found.single is not None:
+                return HttpResponseRedirect(reverse("admin:sagas_sagainstance_change", args=[found.single]))
+        extra_context = {**(extra_context or {}), "search_result": self._search(request, term) if term else None}
+        return super().changelist_view(request, extra_context=extra_context)
 
     # -- bulk actions ------------------------------------------------------
 
@@ -213,7 +282,13 @@ class SagaInstanceAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         extra = [
+            path("attention/", view(self.attention_view), name="sagas_attention"),
             path("dashboard/", view(self.dashboard_view), name="sagas_dashboard"),
+            path(
+                "violation/<int:violation_id>/<str:action>/",
+                view(partial(violation_action_view, self)),
+                name="sagas_violation_action",
+            ),
             path(
                 "deadletter/<int:dead_letter_id>/replay/",
                 view(self.replay_dead_letter_view),
@@ -225,7 +300,28 @@ class SagaInstanceAdmin(admin.ModelAdmin):
 
     def _require_view(self, request: HttpRequest) -> None:
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied(permission_refusal("sagas.view_sagainstance"))
+
+    def attention_view(self, request: HttpRequest) -> HttpResponse:
+        """The operators' landing page: processes down, then every saga, dead letter and
+        violation that waits for someone, each count linking to the list it counts."""
+        self._require_view(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Needs attention",
+            "a": needs_attention(),
+            "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
+            "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
+            "changelist_url": reverse("admin:sagas_sagainstance_changelist"),
+            "can_replay": request.user.has_perm(REPLAY_PERMISSION),
+            "violation_actions": [
+                (action, label)
+                for action, label in (("acknowledge_violation", "Acknowledge"), ("resolve_violation", "Resolve"))
+                if request.user.has_perm(VIOLATION_PERMISSIONS[action])
+            ],
+        }
+        return TemplateResponse(request, "admin/sagas/attention.html", context)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         self._require_view(request)
@@ -318,7 +414,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                     reason=request.POST.get("reason", ""),
                     outcome=f"refused: permission denied (needs {permission})",
                 )
-            raise PermissionDenied
+            raise PermissionDenied(permission_refusal(permission))
         saga_url = reverse("admin:sagas_sagainstance_change", args=[saga.pk])
         form_class = MarkStepDoneForm if action == SagaAction.MARK_STEP_DONE else OperatorActionForm
         if request.method == "POST":
@@ -371,12 +467,12 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                 audit_refusal(
                     actor=request.user,
                     action=operations.REPLAY_DEAD_LETTER,
-                    saga_id=None,
+                    saga_id=operations.saga_of(dead_letter.correlation_id),
                     target=f"deadletter:{dead_letter.pk}",
                     reason=request.POST.get("reason", ""),
                     outcome=f"refused: permission denied (needs {REPLAY_PERMISSION})",
                 )
-            raise PermissionDenied
+            raise PermissionDenied(permission_refusal(REPLAY_PERMISSION))
         back = request.POST.get("next") or request.GET.get("next") or reverse("admin:sagas_dashboard")
         if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
             back = reverse("admin:sagas_dashboard")
@@ -446,6 +542,17 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def reason_short(self, obj: DeadLetter) -> str:
         return obj.reason[:120]
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        if request.method == "POST" and "action" in request.POST:
+            refuse_forged_action(
+                self,
+                request,
+                permissions={"replay": REPLAY_PERMISSION},
+                saga_of=_saga_of_dead_letters,
+                audit_action=lambda name: operations.REPLAY_DEAD_LETTER,
+            )
+        return super().changelist_view(request, extra_context=extra_context)
+
     @admin.action(description="Replay the selected dead letters…", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> HttpResponse | None:
         """First a page asking for the reason (for the audit log), then one replay per dead
@@ -484,3 +591,15 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox.replay_deadletter")
+
+
+def _single_saga(selected: list[str]) -> object | None:
+    """The saga an audit row about a selection names: the one selected, if only one was."""
+    return operations.saga_of(selected[0]) if len(selected) == 1 else None
+
+
+def _saga_of_dead_letters(selected: list[str]) -> object | None:
+    """The one saga the selected dead letters belong to, if they all belong to the same one."""
+    ids = [int(pk) for pk in selected if pk.isdigit()]
+    correlations = set(DeadLetter.objects.filter(pk__in=ids).values_list("correlation_id", flat=True))
+    return operations.saga_of(correlations.pop()) if len(correlations) == 1 else None

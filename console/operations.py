@@ -54,6 +54,7 @@ __all__ = [
     "saga_actions_available",
     "saga_compensate",
     "saga_mark_step_done",
+    "saga_of",
     "saga_position",
     "saga_retry_compensation",
     "saga_retry_step",
@@ -225,7 +226,7 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
     and audit it. The audit row names the saga when the message belongs to one."""
     target = f"deadletter:{dead_letter_id}"
     dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
-    saga_id = _saga_of(dead_letter.correlation_id)
+    saga_id = saga_of(dead_letter.correlation_id)
     reason = reason.strip()
     refusal = _text_refusal(reason=reason)
     message = None
@@ -346,7 +347,9 @@ def _actor_name(actor: Actor) -> str:
     return actor.get_username() if actor is not None and getattr(actor, "is_authenticated", False) else "system"
 
 
-def _saga_of(correlation_id: str) -> uuid.UUID | None:
+def saga_of(correlation_id: str) -> uuid.UUID | None:
+    """The saga a correlation id (or a saga id sent in a form) names, if it exists: what an
+    audit row about a message or a selection links to."""
     try:
         saga_id = uuid.UUID(str(correlation_id))
     except ValueError:

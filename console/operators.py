@@ -33,6 +33,8 @@ OPERATOR_PERMISSIONS: list[tuple[str, str]] = [
     ("shipping", "view_shipment"),
     ("shipping", "view_carriershipment"),
     ("audit", "view_violation"),
+    ("audit", "acknowledge_violation"),
+    ("audit", "resolve_violation"),
     ("audit", "view_auditrun"),
 ]
 
@@ -62,16 +64,24 @@ def operators_group_ensure(apps: Apps) -> object:
     for app_label, codename in OPERATOR_PERMISSIONS:
         permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
         if permission is None:
-            if not _has_models(apps, app_label):
-                continue  # that app is migrated later; its own migration calls this again
+            if not _declared(apps, app_label, codename):
+                continue  # that app or model is migrated later; that migration calls this again
             raise LookupError(f"permission {app_label}.{codename} does not exist")
         wanted.append(permission)
     group.permissions.set(wanted)
     return group
 
 
-def _has_models(apps: Apps, app_label: str) -> bool:
+def _declared(apps: Apps, app_label: str, codename: str) -> bool:
+    """Whether the models of ``apps`` (at this migration) declare the permission at all."""
     try:
-        return any(True for _ in apps.get_app_config(app_label).get_models())
+        models = list(apps.get_app_config(app_label).get_models())
     except LookupError:
         return False
+    for model in models:
+        opts = model._meta
+        declared = {f"{action}_{opts.model_name}" for action in opts.default_permissions}
+        declared |= {name for name, _ in opts.permissions}
+        if codename in declared:
+            return True
+    return False

@@ -336,18 +336,39 @@ class MessageNode:
     message: OutboxMessage
     children: list[MessageNode] = field(default_factory=list)
     depth: int = 0
+    first: bool = False
+
+    @property
+    def cause(self) -> str:
+        """What caused a root message, in words: the origin publish() recorded (an operator,
+        the sweeper, the request), or what can be told without it."""
+        message = self.message
+        if message.causation_id:
+            return f"caused by message {message.causation_id}, no longer stored"
+        origin = str((message.headers or {}).get("origin", ""))
+        kind, _, rest = origin.partition(" ")
+        if kind == "operator":
+            return f"sent by {origin}"
+        if kind == "task":
+            return "sent again by the sweeper" if rest == "sagas.sweep" else f"sent by the periodic task {rest}"
+        if kind == "request":
+            return f"caused by the request that started the saga (request {rest})"
+        if self.first:
+            return "caused by the placing of the order that started the saga"
+        return "caused by no recorded message or actor"
 
 
 def message_tree(*, correlation_id: str) -> list[MessageNode]:
     """The saga's messages as a causality forest, in depth-first order of who caused whom.
 
     Roots are messages caused by no message of this saga: the first command (caused by the
-    API request) and commands sent by the sweeper or an operator. A message whose cause was
-    purged by retention also becomes a root rather than disappearing.
+    API request) and commands sent by the sweeper or an operator; each root says which
+    (:attr:`MessageNode.cause`). A message whose cause was purged by retention also becomes a
+    root rather than disappearing.
     """
 
     messages = messages_of_correlation(correlation_id)
-    nodes = {str(message.message_id): MessageNode(message) for message in messages}
+    nodes = {str(message.message_id): MessageNode(message, first=index == 0) for index, message in enumerate(messages)}
     roots: list[MessageNode] = []
     for message in messages:  # in id order: children keep the order they were written in
         node = nodes[str(message.message_id)]

@@ -4,13 +4,14 @@ product's name, price and availability can be edited."""
 
 from django.contrib import admin
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, money_display
 from inventory.models import Product, Reservation, ReservationLine, StockLevel, StockMovement
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ["sku", "name", "price_amount", "currency", "active", "on_hand", "reserved"]
+    list_display = ["sku", "name", "price", "active", "on_hand", "reserved"]
+    price = money_display(amount="price_amount", description="price")
     list_filter = ["active", "currency"]
     search_fields = ["=sku", "name"]
     list_select_related = ["stock"]

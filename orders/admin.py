@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, address_display, money_display
 from orders.models import Notification, Order, OrderLine
 
 
@@ -17,8 +17,9 @@ class OrderLineInline(admin.TabularInline):
     model = OrderLine
     extra = 0
     can_delete = False
-    fields = ["sku", "name", "quantity", "unit_price_amount", "currency"]
+    fields = ["sku", "name", "quantity", "unit_price"]
     readonly_fields = fields
+    unit_price = money_display(amount="unit_price_amount", description="unit price")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -43,13 +44,28 @@ class NotificationInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
-    list_display = ["id", "status", "customer_email", "total_amount", "currency", "saga_link", "created_at"]
+    list_display = ["id", "status", "customer_email", "total", "saga_link", "created_at"]
+    fields = [
+        "id",
+        "status",
+        "cancel_reason",
+        "customer_name",
+        "customer_email",
+        "ship_to",
+        "total",
+        "client",
+        "saga_link",
+        "created_at",
+        "updated_at",
+    ]
     list_filter = ["status", "currency"]
     search_fields = ["=id", "=customer_email", "=saga_id"]
     ordering = ["-id"]
     show_full_result_count = False
     inlines = [OrderLineInline, NotificationInline]
-    readonly_fields = ["saga_link"]
+    readonly_fields = fields
+    total = money_display(amount="total_amount", description="total")
+    ship_to = address_display(field="shipping_address")
 
     @admin.display(description="saga")
     def saga_link(self, obj: Order) -> str:

@@ -1,7 +1,8 @@
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models.functions import Now, Upper
 
 from sagas.outcomes import StepOutcomeBase
 
@@ -32,6 +33,9 @@ class Order(models.Model):
             models.Index(fields=["client", "-id"], name="order_client_idx"),
             models.Index(fields=["status", "-id"], name="order_status_idx"),
             models.Index(fields=["updated_at"], name="order_updated_idx"),
+            # The console's search by a fragment of the customer's email, in any case: icontains
+            # compares UPPER(email), which this trigram index serves.
+            GinIndex(OpClass(Upper("customer_email"), name="gin_trgm_ops"), name="order_customer_email_trgm_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(total_amount__gt=0), name="order_total_positive"),

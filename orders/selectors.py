@@ -118,6 +118,20 @@ def order_with_lines_and_notices(*, order_id: int | None) -> Order | None:
     return Order.objects.select_related("client").prefetch_related("lines", "notifications").filter(pk=order_id).first()
 
 
+def saga_ids_of_customer_email(*, fragment: str, limit: int) -> list:
+    """The sagas of orders whose customer email contains ``fragment``, in any case, newest
+    first. Served by the trigram index from three characters on; shorter fragments are not
+    searched (they would match nearly every order)."""
+    fragment = fragment.strip()
+    if len(fragment) < 3:
+        return []
+    return list(
+        Order.objects.filter(customer_email__icontains=fragment)
+        .order_by("-id")
+        .values_list("saga_id", flat=True)[:limit]
+    )
+
+
 @contextmanager
 def read_snapshot() -> Iterator[None]:
     """Run the reads inside in one REPEATABLE READ, read-only transaction: they all see the

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
+from common.logging import current_origin
 from common.rows import insert_statement, instance_values, mark_inserted
 from common.tracing import current_traceparent
 from outbox.dispatch import messages_of_this_transaction
@@ -52,6 +53,10 @@ def publish(
         correlation_id = correlation_id or cause.correlation_id
         causation_id = causation_id or cause.message_id
         traceparent = traceparent or cause.traceparent
+    elif not causation_id and (origin := current_origin()):
+        # Caused by no message: say by whom (the request, the sweeper, an operator), so that the
+        # root of a causality tree names its cause rather than listing the candidates.
+        headers = {**(headers or {}), "origin": origin}
     message = OutboxMessage(
         message_id=message_id or uuid.uuid4(),
         type=type,

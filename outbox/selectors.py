@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
@@ -48,3 +49,20 @@ def dead_letter_count() -> int:
 
 def messages_of_correlation(correlation_id: str) -> list[OutboxMessage]:
     return list(OutboxMessage.objects.filter(correlation_id=correlation_id).order_by("id"))
+
+
+def correlation_ids_of_message(*, message_id: str) -> list[str]:
+    """The correlation ids (sagas) of a message id, as sent or as dead-lettered: the outbox's
+    unique message id, and the dead letters' (consumer, message id) index, for each consumer."""
+    try:
+        parsed = UUID(message_id.strip())
+    except ValueError:
+        return []
+    found = set(OutboxMessage.objects.filter(message_id=parsed).values_list("correlation_id", flat=True))
+    consumers = ["default", *settings.MESSAGE_QUEUES]
+    found |= set(
+        DeadLetter.objects.filter(consumer__in=consumers, message_id=str(parsed)).values_list(
+            "correlation_id", flat=True
+        )
+    )
+    return sorted(correlation for correlation in found if correlation)

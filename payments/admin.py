@@ -3,7 +3,7 @@ changes), and a payment's status moves only through the saga's charge and refund
 
 from django.contrib import admin
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, money_display
 from payments.models import GatewayCharge, LedgerEntry, Payment
 
 
@@ -11,8 +11,9 @@ class LedgerEntryInline(admin.TabularInline):
     model = LedgerEntry
     extra = 0
     can_delete = False
-    fields = ["kind", "amount", "currency", "idempotency_key", "provider_reference", "created_at"]
+    fields = ["kind", "money", "idempotency_key", "provider_reference", "created_at"]
     readonly_fields = fields
+    money = money_display()
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -23,7 +24,8 @@ class LedgerEntryInline(admin.TabularInline):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ["id", "order_id", "status", "amount", "currency", "provider_charge_id", "created_at"]
+    list_display = ["id", "order_id", "status", "money", "provider_charge_id", "created_at"]
+    money = money_display()
     list_filter = ["status"]
     search_fields = ["=order_id", "=idempotency_key", "=provider_charge_id"]
     ordering = ["-id"]
@@ -37,13 +39,13 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "id",
         "order_id",
         "kind",
-        "amount",
-        "currency",
+        "money",
         "idempotency_key",
         "provider_reference",
         "created_at",
     ]
     list_filter = ["kind"]
+    money = money_display()
     search_fields = ["=order_id", "=idempotency_key", "=provider_reference"]
     ordering = ["-id"]
     show_full_result_count = False
@@ -53,7 +55,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 class GatewayChargeAdmin(ReadOnlyAdmin):
     """The fake gateway's own books, standing in for the provider's console."""
 
-    list_display = ["id", "kind", "idempotency_key", "transaction_id", "amount", "currency", "succeeded", "created_at"]
+    list_display = ["id", "kind", "idempotency_key", "transaction_id", "money", "succeeded", "created_at"]
+    money = money_display()
     list_filter = ["kind", "succeeded"]
     search_fields = ["=idempotency_key", "=transaction_id"]
     ordering = ["-id"]

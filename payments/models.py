@@ -56,6 +56,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         ordering = ["id"]
+        verbose_name_plural = "ledger entries"
         # The auditor finds the gateway's movement a ledger entry books by its reference.
         indexes = [models.Index(fields=["provider_reference"], name="ledger_provider_reference_idx")]
         constraints = [

@@ -42,6 +42,16 @@ def payments_of_order(*, order_id: int) -> list[Payment]:
     return list(Payment.objects.filter(order_id=order_id).order_by("id"))
 
 
+def saga_ids_of_reference(*, reference: str, limit: int) -> list:
+    """The sagas whose payment a provider reference belongs to: a charge's ``ch_...`` or a
+    refund's ``re_...``, as the ledger booked it (indexed)."""
+    return list(
+        LedgerEntry.objects.filter(provider_reference=reference.strip(), payment__saga_id__isnull=False)
+        .values_list("payment__saga_id", flat=True)
+        .distinct()[:limit]
+    )
+
+
 def ledger_of_order(*, order_id: int) -> list[LedgerEntry]:
     return list(LedgerEntry.objects.filter(order_id=order_id).order_by("id"))
 

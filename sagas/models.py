@@ -1,5 +1,6 @@
 import uuid
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
 
@@ -83,6 +84,14 @@ class SagaInstance(models.Model):
                 condition=models.Q(state__in=["running", "compensating"]),
             ),
             models.Index(fields=["stuck_since"], name="saga_stuck_idx", condition=models.Q(stuck=True)),
+            # The "needs attention" view: sagas retrying before they are flagged stuck.
+            models.Index(
+                fields=["step_started_at"],
+                name="saga_retrying_idx",
+                condition=models.Q(state__in=["running", "compensating"], stuck=False, attempt__gt=1),
+            ),
+            # The console's search by the key an API client sent (stored as "api:<client>:<key>").
+            GinIndex(fields=["idempotency_key"], opclasses=["gin_trgm_ops"], name="saga_idempotency_key_trgm_idx"),
         ]
         permissions = [
             ("retry_saga", "Can retry a saga's current step"),

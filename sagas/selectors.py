@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from sagas.models import SagaInstance, SagaState, SagaStep
 
@@ -151,3 +151,56 @@ def saga_stuck_counts() -> dict[str, int]:
     """Sagas flagged stuck now, by the step they are stuck at (served by the partial index)."""
     rows = SagaInstance.objects.filter(stuck=True).values("current_step").annotate(n=Count("id")).order_by()
     return {row["current_step"] or "-": row["n"] for row in rows}
+
+
+# What an operator must look at, by kind. One definition serves the "needs attention" view and
+# the saga list's filter, so the counts shown and the list a count links to always agree.
+STUCK, FAILED, RETRYING, OVERDUE = "stuck", "failed", "retrying", "overdue"
+ATTENTION_KINDS: dict[str, str] = {
+    STUCK: "stuck (flagged for an operator)",
+    FAILED: "failed (a compensation gave up)",
+    RETRYING: "retrying (attempt 2 or later, not yet stuck)",
+    OVERDUE: "past the step deadline, not yet flagged",
+}
+
+
+def saga_attention_condition(*, kind: str, now: datetime) -> Q:
+    """What puts a saga in one kind of trouble; each is served by a partial index (see
+    SagaInstance.Meta)."""
+    if kind == STUCK:
+        return Q(stuck=True, state__in=ACTIVE_STATES)
+    if kind == FAILED:
+        return Q(state=SagaState.FAILED)
+    if kind == RETRYING:
+        # The engine's own backoff at work: shown before it turns into "stuck", so a pile of
+        # retries (and their dead letters) is seen while it builds up.
+        return Q(state__in=ACTIVE_STATES, stuck=False, attempt__gt=1)
+    if kind == OVERDUE:
+        # Flagged by the sweeper at its next run; while no worker is alive that run never comes.
+        return Q(state__in=ACTIVE_STATES, stuck=False, step_deadline__lt=now)
+    raise ValueError(f"unknown kind of attention {kind!r}")
+
+
+_ATTENTION_ORDER = {
+    STUCK: ("stuck_since", "id"),
+    FAILED: ("finished_at", "id"),
+    RETRYING: ("step_started_at", "id"),
+    OVERDUE: ("step_deadline", "id"),
+}
+
+
+def sagas_needing_attention(*, kind: str, now: datetime) -> QuerySet[SagaInstance]:
+    """The sagas of one kind of trouble, the one that has waited longest first."""
+    return SagaInstance.objects.filter(saga_attention_condition(kind=kind, now=now)).order_by(*_ATTENTION_ORDER[kind])
+
+
+def saga_ids_of_idempotency_key(*, key: str, limit: int) -> list:
+    """Sagas started under an idempotency key: the whole stored key, or the key as the API
+    client sent it (stored as ``api:<client>:<key>``); the trigram index serves the suffix."""
+    key = key.strip()
+    if not key:
+        return []
+    match = Q(idempotency_key=key)
+    if len(key) >= 3:
+        match |= Q(idempotency_key__endswith=f":{key}")
+    return list(SagaInstance.objects.filter(match).values_list("id", flat=True)[:limit])

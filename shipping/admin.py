@@ -3,7 +3,7 @@ steps, and keeps its row when cancelled."""
 
 from django.contrib import admin
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, address_display
 from shipping.models import CarrierShipment, Shipment
 
 
@@ -12,6 +12,9 @@ class ShipmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "order_id", "status", "carrier_reference", "tracking_number", "created_at", "cancelled_at"]
     list_filter = ["status"]
     search_fields = ["=order_id", "=idempotency_key", "=tracking_number"]
+    exclude = ["address"]
+    readonly_fields = ["ship_to"]
+    ship_to = address_display(field="address")
     ordering = ["-id"]
     show_full_result_count = False
 

@@ -27,6 +27,10 @@ class Shipment(models.Model):
     updated_at = models.DateTimeField(db_default=Now())
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        # The console's search finds a shipment by the tracking number a customer quotes.
+        indexes = [models.Index(fields=["tracking_number"], name="shipment_tracking_number_idx")]
+
     def __str__(self) -> str:
         return f"shipment {self.pk} for order {self.order_id}: {self.status}"
 

@@ -14,6 +14,15 @@ def shipments_of_order(*, order_id: int) -> list[Shipment]:
     return list(Shipment.objects.filter(order_id=order_id).order_by("id"))
 
 
+def saga_ids_of_tracking_number(*, tracking_number: str, limit: int) -> list:
+    """The sagas whose shipment carries this tracking number (indexed)."""
+    return list(
+        Shipment.objects.filter(tracking_number=tracking_number.strip(), saga_id__isnull=False)
+        .values_list("saga_id", flat=True)
+        .distinct()[:limit]
+    )
+
+
 def records_of_step_keys(step_keys: list[str]) -> list[KeyRecord]:
     """What the steps' keys led to here: shipments, and the carrier's (whose keys are
     derived from the step's, see ``carrier_key``)."""

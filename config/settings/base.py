@@ -106,6 +106,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One time format in every admin list, form and template: UTC to the second (config/formats).
+FORMAT_MODULE_PATH = ["config.formats"]
 
 STATIC_URL = "static/"
 # Where ``collectstatic`` gathers the admin's and the API docs' files for gunicorn to serve

@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections
 
 from common.faults import faults_clear, faults_set
+from common.heartbeat import BEAT, heartbeat_clear, heartbeat_write
 from conftest import ARTIFACTS
 from console.models import AuditLog
 from console.operators import operators_group_ensure
@@ -31,6 +32,7 @@ from outbox.relay import relay_drain
 from sagas.models import SagaInstance, SagaState
 from sagas.orchestrator import saga_sweep
 from testing.saga_states import ADDRESS, make_catalog
+from testing.storefront import parked_order, stock_catalog
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -80,10 +82,12 @@ def beat() -> Iterator[None]:
     def run() -> None:
         try:
             while not stop.is_set():
+                heartbeat_write(role=BEAT, name="test-beat")  # as beat's scheduler tick does
                 relay_drain(max_seconds=2)
                 saga_sweep()
                 stop.wait(0.5)
         finally:
+            heartbeat_clear(role=BEAT, name="test-beat")
             connection.close()
 
     thread = threading.Thread(target=run, name="test-beat", daemon=True)
@@ -252,3 +256,39 @@ def test_the_api_docs_and_the_dashboard_run_under_the_content_security_policy(pr
     with page.expect_response(lambda response: "fragment=1" in response.url, timeout=30_000):
         pass  # the inline refresh script, allowed by its nonce, fetched the panels
     assert violations == [], violations
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_saga_list_fits_a_1366_pixel_screen_and_shows_stuck_as_a_warning(live_server, browser):
+    """Defect 8: at 1366 px the list's columns were cut, and its STUCK column showed a green check."""
+    stock_catalog()
+    operator = get_user_model().objects.create_user("lena", password="lena-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    # Parked: a worker left running by another test of the session must not move them on.
+    sagas = [parked_order(operator).saga_id for _ in range(3)]
+    SagaInstance.objects.filter(pk=sagas[0]).update(
+        stuck=True, stuck_reason="charge_payment failed after 3 attempts: GatewayUnavailable: gateway answered 503"
+    )
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/sagas/sagainstance/")
+    page.fill("#id_username", "lena")
+    page.fill("#id_password", "lena-secret-1")
+    page.click("input[type=submit]")
+    page.locator("#result_list").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "saga_list_1366.png"), full_page=True)
+    # The admin scrolls a too-wide table inside its .results box: what does not fit is cut there.
+    cut = page.eval_on_selector(".results", "box => box.scrollWidth - box.clientWidth")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert cut <= 0 and overflow <= 0, (cut, overflow)
+    stuck_row = page.locator("#result_list tbody tr", has_text=str(sagas[0])[:8])
+    assert "⚠ stuck" in stuck_row.inner_text()
+    assert stuck_row.locator("img[src*='icon-yes']").count() == 0
+    # The landing page, from the admin index: the stuck saga is counted and listed.
+    page.goto(f"{live_server.url}/admin/")
+    page.click("#needs-attention-link")
+    page.locator("#attention-counts").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "needs_attention.png"), full_page=True)
+    assert page.inner_text("#count-stuck .ops-number") == "1"
+    assert str(sagas[0])[:8] in page.inner_text("#list-stuck")
