@@ -63,12 +63,22 @@ class SagaInstance(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)
+    first_finished_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="when the saga first ended; a failed saga repaired later ends again, and is counted once",
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["aggregate", "aggregate_id"], name="saga_one_per_aggregate"),
             models.CheckConstraint(
                 condition=models.Q(state__in=[choice.value for choice in SagaState]), name="saga_state_valid"
+            ),
+            # Stuck is a flag of a saga in flight; a finished or failed one shows its state alone.
+            models.CheckConstraint(
+                condition=models.Q(stuck=False) | models.Q(state__in=["running", "compensating"]),
+                name="saga_stuck_only_in_flight",
             ),
         ]
         indexes = [

@@ -152,7 +152,7 @@ def _apply(reply: SagaReply, message: Message) -> None:
         # saga goes back to the operator as it was.
         refused = f"{step.name} ({saga.phase}) could not be recorded as done by hand: {reply.error}"
         if saga.phase == Phase.COMPENSATION:
-            saga.state, saga.finished_at, saga.failure_reason = SagaState.FAILED, timezone.now(), refused
+            _fail(saga, refused)
             SagaEvent.objects.create(saga=saga, kind="manual_refused", detail=refused)
         else:
             _flag_stuck(saga, refused)
@@ -186,12 +186,13 @@ def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, repl
     on_reply = step.on_reply if saga.phase == Phase.FORWARD else step.on_compensated
     if on_reply is not None and reply.data:
         saga.data = {**saga.data, **on_reply(definition.load(saga.data), reply.data)}
+    # The step is done: whatever flagged it is over, and the next step starts unflagged.
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.phase == Phase.COMPENSATION:
         saga.compensated_steps = [*saga.compensated_steps, step.name]
         _next_compensation(saga, definition)
         return
     saga.completed_steps = [*saga.completed_steps, step.name]
-    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.cancel_requested and step.kind == StepKind.COMPENSATABLE:
         _begin_compensation(saga, definition, reason=saga.failure_reason or "cancelled")
         return
@@ -237,7 +238,36 @@ def _finish(saga: SagaInstance, state: str) -> None:
     saga.step_deadline = None
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     logger.info("saga finished", extra={"state": state})
+    _count_finish(saga, state)
+
+
+def _fail(saga: SagaInstance, reason: str) -> None:
+    """The compensation gave up: the saga waits for an operator as failed, a state of its own.
+    It is not also flagged stuck: one saga, one banner, and one count on every page."""
+    saga.state = SagaState.FAILED
+    saga.failure_reason = reason
+    saga.finished_at = timezone.now()
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+    logger.error("saga compensation failed", extra={"reason": reason})
+    _count_finish(saga, SagaState.FAILED)
+
+
+def _count_finish(saga: SagaInstance, state: str) -> None:
+    """Count a saga's end once: a failed saga that an operator repairs ends again later
+    (compensated), and counting that too would report more finishes than starts."""
+    if saga.first_finished_at is not None:
+        return
+    saga.first_finished_at = saga.finished_at
     metrics.saga_finished(definition=saga.definition_name, state=state)
+
+
+def saga_revive_failed(saga: SagaInstance) -> None:
+    """A failed saga compensating again (an operator's repair, or the answer that its failed
+    compensation was done after all). The reason it compensates is the one it began with: the
+    failure of the compensation stays in its step log, not on its banner once repaired."""
+    saga.state = SagaState.COMPENSATING
+    saga.finished_at = None
+    saga.failure_reason = saga.data.get(COMPENSATION_REASON) or saga.failure_reason
 
 
 def _retry_or_escalate(
@@ -258,18 +288,23 @@ def _retry_or_escalate(
         _send(saga, definition, new_step=False, delay=_backoff(saga.attempt))
         return
     if saga.phase == Phase.COMPENSATION:
-        saga.state = SagaState.FAILED
-        saga.failure_reason = f"compensation {step.name} failed after {saga.attempt} attempts: {error}" + (
-            f" (saga failed because: {saga.failure_reason})" if saga.failure_reason else ""
+        _fail(
+            saga,
+            f"compensation {step.name} failed after {saga.attempt} attempts: {error}"
+            + (f" (saga failed because: {saga.failure_reason})" if saga.failure_reason else ""),
         )
-        saga.finished_at = now
-        logger.error("saga compensation failed", extra={"reason": saga.failure_reason})
-        metrics.saga_finished(definition=saga.definition_name, state=SagaState.FAILED)
         return
     _flag_stuck(saga, f"{step.name} failed after {saga.attempt} attempts: {error}")
 
 
 def _flag_stuck(saga: SagaInstance, reason: str) -> None:
+    """Flag the saga for an operator, once per incident: the sweeper flags a step that went
+    unanswered past its deadline while its last attempt may still run, and that attempt's
+    failure, when it comes, is the same incident. It keeps the first flag's time (how long the
+    saga has waited) and tells the newer reason; it is not a second event nor a second count."""
+    if saga.stuck:
+        saga.stuck_reason = reason
+        return
     saga.stuck = True
     saga.stuck_reason = reason
     saga.stuck_since = timezone.now()
