@@ -127,6 +127,21 @@ def _apply(reply: SagaReply, message: Message) -> None:
             error=reply.error,
         )
     )
+    if not expected and _decides_the_failed_current_attempt(saga, reply):
+        # The current attempt's command gave up as a dead letter (which answered for it as a
+        # technical failure) and was replayed: its decision is the key's final one, and the
+        # saga, stuck or failed on that dead letter, goes on from it.
+        expected = bool(
+            SagaStep.objects.filter(
+                saga=saga,
+                step=reply.step,
+                phase=reply.phase,
+                attempt=reply.attempt,
+                outcome=Outcome.TECHNICAL_FAILURE,
+            ).update(outcome=reply.outcome, error=reply.error, **answer)
+        )
+        if expected and saga.state == SagaState.FAILED:
+            saga_revive_failed(saga)
     if not expected:
         # Keep what the participant said even when it comes too late to count.
         attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
@@ -175,6 +190,19 @@ def _decides_an_earlier_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
         and reply.step == saga.current_step
         and reply.phase == saga.phase
         and reply.attempt < saga.attempt
+        and reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL, Outcome.BUSINESS_FAILURE)
+        and not reply.data.get(BY_HAND_REFUSED)
+    )
+
+
+def _decides_the_failed_current_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
+    """Whether ``reply`` brings the participant's decision for the attempt the saga is at,
+    one already answered as a technical failure (then checked on its row, in the update)."""
+    return (
+        saga.state in (SagaState.RUNNING, SagaState.COMPENSATING, SagaState.FAILED)
+        and reply.step == saga.current_step
+        and reply.phase == saga.phase
+        and reply.attempt == saga.attempt
         and reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL, Outcome.BUSINESS_FAILURE)
         and not reply.data.get(BY_HAND_REFUSED)
     )

@@ -98,3 +98,46 @@ def test_a_failed_saga_compensated_after_a_repair_finishes_once(catalog):
     }
     assert sum(moved.values()) == 1
     assert moved[SagaState.FAILED] == 1  # counted when it first ended, not again when repaired
+
+
+def test_replaying_the_dead_letter_of_the_current_attempt_resumes_the_stuck_saga(catalog):
+    from django.conf import settings
+
+    from common.faults import faults_clear, faults_set
+    from outbox.consumer import deliver
+    from outbox.models import DeadLetter
+    from outbox.services import dead_letter_replay
+    from shipping.models import CarrierShipment
+    from testing.messages import sent_envelope
+    from testing.saga_states import settle
+
+    saga = place()
+    while saga.current_step != "create_shipment":  # charged, stock reserved
+        message = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id").first()
+        OutboxMessage.objects.filter(pk=message.pk).update(published_at=timezone.now())
+        deliver(sent_envelope(message))
+        saga.refresh_from_db()
+
+    dead_letters = []
+    faults_set(carrier_transient=1.0)  # the carrier is down: every attempt gives up as a dead letter
+    try:
+        while not saga.stuck:
+            command = OutboxMessage.objects.get(published_at__isnull=True, type="create_shipment")
+            OutboxMessage.objects.filter(pk=command.pk).update(published_at=timezone.now())
+            assert deliver(sent_envelope(command), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1) == "dead_letter"
+            dead_letters.append(DeadLetter.objects.get(message_id=str(command.message_id)))
+            told = OutboxMessage.objects.get(published_at__isnull=True, type="saga_reply")
+            OutboxMessage.objects.filter(pk=told.pk).update(published_at=timezone.now())
+            deliver(sent_envelope(told))  # the orchestrator hears of the dead letter
+            saga.refresh_from_db()
+    finally:
+        faults_clear()
+    assert (saga.current_step, saga.attempt) == ("create_shipment", len(dead_letters))
+
+    dead_letter_replay(dead_letter=dead_letters[-1])  # the carrier is back
+    settle()
+
+    saga.refresh_from_db()
+    assert (saga.state, saga.stuck) == (SagaState.COMPLETED, False)
+    assert CarrierShipment.objects.filter(idempotency_key__contains=str(saga.pk)).count() == 1
+    assert not SagaEvent.objects.filter(saga=saga, kind="reply_ignored").exists()
