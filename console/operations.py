@@ -291,14 +291,16 @@ def _operate(
             )
             if refusal is None:
                 before = f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
-                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
-                saga.updated_at = timezone.now()
-                saga_save(saga)
+                # Written before the transition, so that the timeline lists the action before
+                # the attempt it sends (both take the database's time of their statement).
                 SagaEvent.objects.create(
                     saga=saga,
                     kind=f"operator_{action}",
                     detail=f"{actor_name} ({before}): {reason}" + (f" — evidence: {evidence}" if evidence else ""),
                 )
+                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
+                saga.updated_at = timezone.now()
+                saga_save(saga)
                 audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=outcome)
                 logger.info("operator action", extra={"outcome": outcome})
             else:

@@ -235,9 +235,10 @@ def _step_strip(saga: SagaInstance, definition: SagaDefinition | None) -> list[d
 def _timeline(attempts: list[SagaStep], events: list[SagaEvent]) -> list[TimelineEntry]:
     entries = [TimelineEntry(at=row.sent_at, kind="attempt", attempt=row) for row in attempts]
     entries += [TimelineEntry(at=event.created_at, kind="event", event=event) for event in events]
-    # Both timestamps are the database's clock, so they order the two logs consistently.
+    # Both timestamps are the database's clock, so they order the two logs consistently. At the
+    # same instant an event goes first: an operator's action or a resend causes the attempt.
     far_past = datetime.min.replace(tzinfo=timezone.get_current_timezone())
-    return sorted(entries, key=lambda entry: (entry.at or far_past, 0 if entry.kind == "attempt" else 1))
+    return sorted(entries, key=lambda entry: (entry.at or far_past, 0 if entry.kind == "event" else 1))
 
 
 def _with_handlers(messages: list[OutboxMessage], dead_letters: list[DeadLetter]) -> list[MessageRow]:

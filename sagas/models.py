@@ -148,7 +148,8 @@ class SagaStep(models.Model):
     def duration_ms(self) -> float | None:
         if self.replied_at is None or self.sent_at is None:
             return None
-        return round((self.replied_at - self.sent_at).total_seconds() * 1000, 1)
+        # Both are the database's time; a clock stepped back between them is not a negative wait.
+        return max(0.0, round((self.replied_at - self.sent_at).total_seconds() * 1000, 1))
 
 
 class SagaEvent(models.Model):

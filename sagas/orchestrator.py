@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from common import metrics
@@ -94,7 +95,9 @@ def _apply(reply: SagaReply, message: Message) -> None:
     answer = {
         "reply": {"outcome": reply.outcome, "data": reply.data, "error": reply.error},
         "reply_message_id": message.message_id,
-        "replied_at": timezone.now(),
+        # The database's clock, which gave the attempt its send time: a step's duration is
+        # measured on one clock, never across the web's and the database's.
+        "replied_at": Now(),
     }
     earlier = _decides_an_earlier_attempt(saga, reply)
     if earlier:
@@ -122,7 +125,6 @@ def _apply(reply: SagaReply, message: Message) -> None:
             attempt=reply.attempt,
             reply=answer["reply"],
             message_id=message.message_id,
-            replied_at=answer["replied_at"],
             outcome=reply.outcome,
             error=reply.error,
         )
@@ -532,8 +534,9 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                 elif saga.last_sent_at is not None and saga.last_sent_at < now - _resend_after(saga.attempt):
                     if _command_waits_in_outbox(saga):
                         continue  # not lost: it waits behind a backlog, which a copy would only grow
-                    _send(saga, definition, new_step=False)
+                    # Before the attempt it causes, as the timeline lists them.
                     SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
+                    _send(saga, definition, new_step=False)
                     counts["resent"] += 1
                 saga_save(saga)
             finally:
