@@ -147,14 +147,15 @@ def _apply(reply: SagaReply, message: Message) -> None:
     if not expected:
         # Keep what the participant said even when it comes too late to count.
         attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
+        recorded = attempt_rows.values_list("outcome", flat=True).first()
         attempt_rows.filter(outcome__in=[Outcome.PENDING, Outcome.SUPERSEDED], reply__isnull=True).update(**answer)
         SagaEvent.objects.create(
             saga=saga,
             kind="reply_ignored",
             message_id=message.message_id,
             detail=(
-                f"{reply.outcome} for {reply.step}/{reply.phase} attempt {reply.attempt}; the saga is "
-                f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
+                f"{reply.outcome} for {reply.step}/{reply.phase} attempt {reply.attempt}{_why_ignored(recorded)};"
+                f" the saga is {saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
             ),
         )
         logger.info("stale or duplicate reply ignored")
@@ -195,6 +196,18 @@ def _decides_an_earlier_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
         and reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL, Outcome.BUSINESS_FAILURE)
         and not reply.data.get(BY_HAND_REFUSED)
     )
+
+
+def _why_ignored(recorded: str | None) -> str:
+    """What the step log says of the attempt an ignored reply answers, so that the timeline's
+    line explains itself (a reply to the very attempt the saga is at is ignored only so)."""
+    if recorded is None:
+        return ": no such attempt was sent"
+    if recorded == Outcome.SUPERSEDED:
+        return ": a later attempt superseded it"
+    if recorded == Outcome.PENDING:
+        return ""
+    return f": that attempt was answered already ({recorded})"
 
 
 def _decides_the_failed_current_attempt(saga: SagaInstance, reply: SagaReply) -> bool:

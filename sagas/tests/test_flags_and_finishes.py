@@ -141,3 +141,18 @@ def test_replaying_the_dead_letter_of_the_current_attempt_resumes_the_stuck_saga
     assert (saga.state, saga.stuck) == (SagaState.COMPLETED, False)
     assert CarrierShipment.objects.filter(idempotency_key__contains=str(saga.pk)).count() == 1
     assert not SagaEvent.objects.filter(saga=saga, kind="reply_ignored").exists()
+
+
+def test_an_ignored_reply_to_the_attempt_the_saga_is_at_says_that_attempt_was_answered(catalog):
+    saga = place()
+    _past_deadline(saga)
+    reply(saga, Outcome.TECHNICAL_FAILURE, error="GatewayUnavailable: gateway answered 503")  # flagged stuck
+    assert saga.stuck and saga.attempt == 1
+
+    reply(saga, Outcome.TECHNICAL_FAILURE, attempt=1, error="GatewayUnavailable: again")  # another copy's answer
+
+    (ignored,) = SagaEvent.objects.filter(saga=saga, kind="reply_ignored")
+    assert ignored.detail == (
+        "technical_failure for charge_payment/forward attempt 1: that attempt was answered already"
+        " (technical_failure); the saga is running at charge_payment/forward attempt 1"
+    )
