@@ -514,7 +514,6 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     search_fields = ["=message_id", "=correlation_id", "reason"]
     actions = ["replay", "discard"]
     change_list_template = "admin/outbox/deadletter/change_list.html"
-    readonly_fields = ["discarded_by", "discarded_at", "discard_reason"]
 
     def get_changelist(self, request, **kwargs):
         return DeadLetterChangeList

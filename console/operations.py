@@ -238,12 +238,19 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
     link = dead_letter_saga(dead_letter)
     saga_id = link.saga_id if link is not None else _saga_of(dead_letter.correlation_id)
     reason = reason.strip()
-    refusal = _text_refusal(reason=reason) or (link.replay_refusal if link is not None else None)
+    refusal = _text_refusal(reason=reason)
     message = None
     if refusal is None:
         try:
             # The replay and its audit row commit together.
             with transaction.atomic():
+                if link is not None:
+                    # Judged on the saga locked, as the orchestrator and the operators' actions
+                    # see it: not on a position a reply may have changed since it was read.
+                    lock_saga(link.saga_id)
+                    link = dead_letter_saga(dead_letter)
+                    if link is not None and link.replay_refusal is not None:
+                        raise ReplayRefused(link.replay_refusal)
                 message = dead_letter_replay(dead_letter=dead_letter)
                 audit_record(
                     actor=actor,
