@@ -17,7 +17,7 @@ from django.utils import timezone
 from console.models import AuditLog
 from console.operations import dead_letter_discard_by_operator, dead_letter_replay_by_operator
 from console.operators import operators_group_ensure
-from console.selectors import dashboard_summary
+from console.selectors import dashboard_summary, dead_letter_saga
 from outbox.models import DeadLetter, OutboxMessage
 from payments.models import LedgerEntry
 from sagas.exceptions import SagaActionRefused
@@ -265,3 +265,34 @@ def test_discarding_needs_its_permission_and_a_forged_post_is_refused_and_audite
     audit = AuditLog.objects.get(target=f"deadletter:{dead.pk}")
     assert (audit.actor_name, audit.action, audit.saga_id) == ("vic", "discard_dead_letter", saga.pk)
     assert audit.outcome == "refused: permission denied (needs outbox.discard_deadletter)"
+
+
+def test_a_dead_lettered_reply_is_marked_by_the_attempt_it_answers_and_its_replay_moves_the_saga_on(catalog, operator):
+    from unittest import mock
+
+    from django.conf import settings
+    from django.db import OperationalError
+
+    from outbox.consumer import deliver
+    from testing.saga_states import place
+
+    saga = place()
+    command = OutboxMessage.objects.get(published_at__isnull=True, type="charge_payment")
+    OutboxMessage.objects.filter(pk=command.pk).update(published_at=timezone.now())
+    deliver(sent_envelope(command))  # charged; the reply waits
+    answer = OutboxMessage.objects.get(published_at__isnull=True, type="saga_reply")
+    OutboxMessage.objects.filter(pk=answer.pk).update(published_at=timezone.now())
+    with mock.patch("sagas.orchestrator._apply", side_effect=OperationalError("the database went away")):
+        assert deliver(sent_envelope(answer), attempt=settings.OUTBOX_MAX_ATTEMPTS - 1) == "dead_letter"
+    dead = DeadLetter.objects.get(message_id=str(answer.message_id))
+
+    link = dead_letter_saga(dead)
+    assert (link.saga_id, link.step, link.attempt, link.mark) == (saga.pk, "charge_payment", 1, "current attempt")
+
+    dead_letter_replay_by_operator(dead_letter_id=dead.pk, actor=operator, reason=REASON)
+    settle()
+    saga.refresh_from_db()
+    assert saga.state == SagaState.COMPLETED
+    assert list(LedgerEntry.objects.filter(order_id=int(saga.aggregate_id)).values_list("kind", "amount")) == [
+        ("charge", 4500)
+    ]
