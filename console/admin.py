@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -20,7 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from common.admin import ReadOnlyAdmin
 from common.formatting import utc_format
@@ -30,9 +31,16 @@ from console.audit import audit_refusal
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
 from console.models import AuditLog
-from console.operations import ACTION_LABELS, ACTION_PERMISSIONS, REPLAY_PERMISSION, SagaAction
+from console.operations import (
+    ACTION_LABELS,
+    ACTION_PERMISSIONS,
+    DISCARD_PERMISSION,
+    REPLAY_PERMISSION,
+    SagaAction,
+)
 from console.refusals import permission_refusal, refuse_forged_action
 from console.search import saga_search
+from console.selectors import DeadLetterMark
 from console.violation_views import violation_action_view
 from console.violations import VIOLATION_PERMISSIONS
 from outbox.models import DeadLetter
@@ -529,34 +537,209 @@ class AuditLogAdmin(admin.ModelAdmin):
 
 # Each replay is its own transaction inside the request: keep a selection to a page's worth.
 REPLAY_LIMIT = 100
+# The dead-letter actions and the permission each needs; a POST of one without it is audited.
+DEAD_LETTER_ACTIONS = {
+    "replay": (operations.REPLAY_DEAD_LETTER, REPLAY_PERMISSION),
+    "discard": (operations.DISCARD_DEAD_LETTER, DISCARD_PERMISSION),
+}
+
+
+class DeadLetterSagaFilter(admin.SimpleListFilter):
+    """The dead letters of one saga (its correlation id), as the saga column links them."""
+
+    title = "saga"
+    parameter_name = "saga"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, str(value)[:8])] if value else []
+
+    def queryset(self, request, queryset):
+        return queryset.filter(correlation_id=self.value()) if self.value() else queryset
+
+
+class DeadLetterMarkFilter(admin.SimpleListFilter):
+    """What a saga's dead letter is to its saga now: computed from the sagas (the messaging
+    layer knows none), over the letters the other filters leave, a few thousand at most."""
+
+    title = "to its saga"
+    parameter_name = "mark"
+    NO_SAGA = "no saga"
+
+    def lookups(self, request, model_admin):
+        return [(mark.value, mark.value) for mark in DeadLetterMark] + [(self.NO_SAGA, self.NO_SAGA)]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        candidates = queryset.only("id", "envelope")
+        links = selectors.dead_letter_sagas(candidates.iterator(chunk_size=1000))
+        if self.value() == self.NO_SAGA:
+            return queryset.exclude(pk__in=list(links))
+        return queryset.filter(pk__in=[pk for pk, link in links.items() if link.mark == self.value()])
+
+
+class DeadLetterChangeList(ChangeList):
+    """Reads the sagas of the page's dead letters once, for the saga, step and mark columns."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        links = selectors.dead_letter_sagas(self.result_list)
+        for dead_letter in self.result_list:
+            dead_letter.saga_link = links.get(dead_letter.pk)
 
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ["id", "consumer", "type", "status", "poison", "attempts", "reason_short", "created_at"]
-    list_filter = ["status", "poison", "consumer", "type"]
+    list_display = [
+        "id",
+        "consumer",
+        "type",
+        "error_class",
+        "status",
+        "saga_column",
+        "attempt_column",
+        "mark_column",
+        "attempts",
+        "reason_short",
+        "created_at",
+    ]
+    list_filter = [
+        "status",
+        DeadLetterMarkFilter,
+        "consumer",
+        "type",
+        "error_class",
+        "poison",
+        DeadLetterSagaFilter,
+    ]
     search_fields = ["=message_id", "=correlation_id", "reason"]
-    actions = ["replay"]
+    actions = ["replay", "discard"]
+    change_list_template = "admin/outbox/deadletter/change_list.html"
+
+    def get_changelist(self, request, **kwargs):
+        return DeadLetterChangeList
 
     @admin.display(description="reason")
     def reason_short(self, obj: DeadLetter) -> str:
         return obj.reason[:120]
 
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        if request.method == "POST" and "action" in request.POST:
-            refuse_forged_action(
-                self,
-                request,
-                permissions={"replay": REPLAY_PERMISSION},
-                saga_of=_saga_of_dead_letters,
-                audit_action=lambda name: operations.REPLAY_DEAD_LETTER,
-            )
-        return super().changelist_view(request, extra_context=extra_context)
+    @admin.display(description="saga")
+    def saga_column(self, obj: DeadLetter) -> str:
+        link = getattr(obj, "saga_link", None)
+        if link is None:
+            return "-"
+        saga_url = reverse("admin:sagas_sagainstance_change", args=[link.saga_id])
+        letters_url = reverse("admin:outbox_deadletter_changelist") + f"?saga={link.saga_id}"
+        return format_html(
+            '<a href="{}"><code>{}</code></a> (<a href="{}">its dead letters</a>)',
+            saga_url,
+            str(link.saga_id)[:8],
+            letters_url,
+        )
+
+    @admin.display(description="step attempt")
+    def attempt_column(self, obj: DeadLetter) -> str:
+        link = getattr(obj, "saga_link", None)
+        return f"{link.step} ({link.phase}) #{link.attempt}" if link is not None else "-"
+
+    @admin.display(description="to its saga")
+    def mark_column(self, obj: DeadLetter) -> str:
+        link = getattr(obj, "saga_link", None)
+        if link is None:
+            return "-"
+        return format_html('<span class="dead-letter-mark" title="{}">{}</span>', link.why, link.mark)
+
+    def changelist_view(self, request, extra_context=None):
+        action = request.POST.get("action") if request.method == "POST" else None
+        if action in DEAD_LETTER_ACTIONS and self.has_view_permission(request):
+            audited, permission = DEAD_LETTER_ACTIONS[action]
+            if not request.user.has_perm(permission):
+                # A forged POST of an action the list does not offer this user: refused
+                # loudly and audited, never silently ignored.
+                for pk in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)[:REPLAY_LIMIT]:
+                    dead_letter = DeadLetter.objects.filter(pk=pk).first() if str(pk).isdigit() else None
+                    link = selectors.dead_letter_saga(dead_letter) if dead_letter is not None else None
+                    audit_refusal(
+                        actor=request.user,
+                        action=audited,
+                        saga_id=link.saga_id if link is not None else None,
+                        target=f"deadletter:{pk}",
+                        reason=request.POST.get("reason", ""),
+                        outcome=f"refused: permission denied (needs {permission})",
+                    )
+                raise PermissionDenied(permission_refusal(permission))
+        failures, sagas = selectors.dead_letter_groups()
+        changelist_url = reverse("admin:outbox_deadletter_changelist")
+        extra_context = {
+            **(extra_context or {}),
+            "failure_groups": [
+                {
+                    "group": group,
+                    "url": changelist_url
+                    + "?"
+                    + urlencode(
+                        {
+                            "status__exact": DeadLetter.Status.DEAD,
+                            "consumer": group.consumer,
+                            "type": group.type,
+                            "error_class": group.error_class,
+                        }
+                    ),
+                }
+                for group in failures
+            ],
+            "saga_groups": [
+                {
+                    "group": group,
+                    "url": changelist_url
+                    + "?"
+                    + urlencode({"status__exact": DeadLetter.Status.DEAD, "saga": group.correlation_id}),
+                }
+                for group in sagas
+            ],
+        }
+        return super().changelist_view(request, extra_context)
 
     @admin.action(description="Replay the selected dead letters…", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> HttpResponse | None:
         """First a page asking for the reason (for the audit log), then one replay per dead
         letter, each with its own audit row: a refused one does not hold back the others."""
+        return self._each_with_reason(
+            request,
+            queryset,
+            action_name="replay",
+            title="Replay",
+            service=operations.dead_letter_replay_by_operator,
+            done="{} dead letter(s) replayed.",
+            refused="Not replayed",
+        )
+
+    @admin.action(description="Discard the selected dead letters with a reason…", permissions=["discard"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> HttpResponse | None:
+        """Take superseded dead letters, and those of finished sagas, off the list: each is
+        kept, marked discarded with your name and reason, and audited."""
+        return self._each_with_reason(
+            request,
+            queryset,
+            action_name="discard",
+            title="Discard",
+            service=operations.dead_letter_discard_by_operator,
+            done="{} dead letter(s) discarded.",
+            refused="Not discarded",
+        )
+
+    def _each_with_reason(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[DeadLetter],
+        *,
+        action_name: str,
+        title: str,
+        service: Callable[..., Any],
+        done: str,
+        refused: str,
+    ) -> HttpResponse | None:
         total = queryset.count()
         if total > REPLAY_LIMIT:
             self.message_user(
@@ -565,41 +748,42 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             return None
         form = BulkActionForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            replayed, refused = 0, []
+            succeeded, refusals = 0, []
             for pk in queryset.order_by("pk").values_list("pk", flat=True):
                 try:
-                    reason = form.cleaned_data["reason"]
-                    operations.dead_letter_replay_by_operator(dead_letter_id=pk, actor=request.user, reason=reason)
-                    replayed += 1
+                    service(dead_letter_id=pk, actor=request.user, reason=form.cleaned_data["reason"])
+                    succeeded += 1
                 except SagaActionRefused as exc:
-                    refused.append(f"{pk}: {exc}")
-            if replayed:
-                self.message_user(request, f"{replayed} dead letter(s) replayed.", messages.SUCCESS)
-            for line in refused:
-                self.message_user(request, f"Not replayed — {line}", messages.ERROR)
+                    refusals.append(f"{pk}: {exc}")
+            if succeeded:
+                self.message_user(request, done.format(succeeded), messages.SUCCESS)
+            for line in refusals:
+                self.message_user(request, f"{refused} — {line}", messages.ERROR)
             return None
+        dead_letters = list(queryset.order_by("pk"))
+        links = selectors.dead_letter_sagas(dead_letters)
+        for dead_letter in dead_letters:
+            dead_letter.saga_link = links.get(dead_letter.pk)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": f"Replay {total} dead letter(s)",
+            "title": f"{title} {total} dead letter(s)",
             "form": form,
-            "dead_letters": list(queryset.order_by("pk")),
+            "action_name": action_name,
+            "submit_label": title,
+            "dead_letters": dead_letters,
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
         }
-        return TemplateResponse(request, "admin/outbox/deadletter/replay_confirm.html", context)
+        return TemplateResponse(request, f"admin/outbox/deadletter/{action_name}_confirm.html", context)
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("outbox.replay_deadletter")
+        return request.user.has_perm(REPLAY_PERMISSION)
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(DISCARD_PERMISSION)
 
 
 def _single_saga(selected: list[str]) -> object | None:
     """The saga an audit row about a selection names: the one selected, if only one was."""
     return operations.saga_of(selected[0]) if len(selected) == 1 else None
-
-
-def _saga_of_dead_letters(selected: list[str]) -> object | None:
-    """The one saga the selected dead letters belong to, if they all belong to the same one."""
-    ids = [int(pk) for pk in selected if pk.isdigit()]
-    correlations = set(DeadLetter.objects.filter(pk__in=ids).values_list("correlation_id", flat=True))
-    return operations.saga_of(correlations.pop()) if len(correlations) == 1 else None

@@ -1,5 +1,5 @@
 """Operator actions on a saga: retry the current step, compensate, retry a failed
-compensation, mark a step done by hand, and replay a dead letter.
+compensation, mark a step done by hand, and replay or discard a dead letter.
 
 Each action runs in one transaction that locks the saga row, so it serialises with the
 orchestrator applying a reply and with the sweeper: an operator can never race a reply into
@@ -21,8 +21,9 @@ from django.utils import timezone
 
 from common.logging import bind_context, reset_context
 from console.audit import OPERATOR_TEXT_MAX, audit_record, audit_refusal
+from console.selectors import dead_letter_saga
 from outbox.models import DeadLetter, OutboxMessage
-from outbox.services import ReplayRefused, dead_letter_replay
+from outbox.services import DiscardRefused, ReplayRefused, dead_letter_discard, dead_letter_replay
 from sagas.definition import SagaDefinition, definition_for
 from sagas.exceptions import SagaActionRefused
 from sagas.locks import lock_saga
@@ -44,10 +45,13 @@ from sagas.transitions import (
 __all__ = [
     "ACTION_LABELS",
     "ACTION_PERMISSIONS",
+    "DISCARD_DEAD_LETTER",
+    "DISCARD_PERMISSION",
     "REPLAY_DEAD_LETTER",
     "REPLAY_PERMISSION",
     "SagaAction",
     "attempt_fate",
+    "dead_letter_discard_by_operator",
     "dead_letter_replay_by_operator",
     "saga_action_preview",
     "saga_action_refusal",
@@ -75,6 +79,8 @@ ACTION_PERMISSIONS: dict[str, str] = {
 }
 REPLAY_DEAD_LETTER = "replay_dead_letter"
 REPLAY_PERMISSION = "outbox.replay_deadletter"
+DISCARD_DEAD_LETTER = "discard_dead_letter"
+DISCARD_PERMISSION = "outbox.discard_deadletter"
 
 ACTION_LABELS: dict[str, str] = {
     SagaAction.RETRY_STEP: "Retry the current step",
@@ -223,10 +229,15 @@ def saga_mark_step_done(
 
 def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason: str) -> OutboxMessage:
     """Replay a dead letter (same message id; consumers absorb it if it was in fact handled)
-    and audit it. The audit row names the saga when the message belongs to one."""
+    and audit it. The audit row names the saga when the message belongs to one.
+
+    Of a saga's letters only the current attempt's goes again, and resumes the saga (stuck or
+    failed on it). A superseded one, or one of a finished saga, is refused with the reason: the
+    saga would only ignore it; it is discarded instead, so that the list can be emptied."""
     target = f"deadletter:{dead_letter_id}"
     dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
-    saga_id = saga_of(dead_letter.correlation_id)
+    link = dead_letter_saga(dead_letter)
+    saga_id = link.saga_id if link is not None else saga_of(dead_letter.correlation_id)
     reason = reason.strip()
     refusal = _text_refusal(reason=reason)
     message = None
@@ -234,6 +245,13 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
         try:
             # The replay and its audit row commit together.
             with transaction.atomic():
+                if link is not None:
+                    # Judged on the saga locked, as the orchestrator and the operators' actions
+                    # see it: not on a position a reply may have changed since it was read.
+                    lock_saga(link.saga_id)
+                    link = dead_letter_saga(dead_letter)
+                    if link is not None and link.replay_refusal is not None:
+                        raise ReplayRefused(link.replay_refusal)
                 message = dead_letter_replay(dead_letter=dead_letter)
                 audit_record(
                     actor=actor,
@@ -260,6 +278,45 @@ def dead_letter_replay_by_operator(*, dead_letter_id: int, actor: Actor, reason:
         raise SagaActionRefused(refusal)
     assert message is not None
     return message
+
+
+def dead_letter_discard_by_operator(*, dead_letter_id: int, actor: Actor, reason: str) -> DeadLetter:
+    """Take a dead letter off the list with the operator's reason, audited (naming its saga
+    when it has one); the row is kept, marked discarded, with who, when and why."""
+    target = f"deadletter:{dead_letter_id}"
+    dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
+    link = dead_letter_saga(dead_letter)
+    saga_id = link.saga_id if link is not None else saga_of(dead_letter.correlation_id)
+    reason = reason.strip()
+    refusal = _text_refusal(reason=reason)
+    if refusal is None:
+        try:
+            # The discard and its audit row commit together.
+            with transaction.atomic():
+                discarded = dead_letter_discard(dead_letter_id=dead_letter.pk, by=_actor_name(actor), reason=reason)
+                audit_record(
+                    actor=actor,
+                    action=DISCARD_DEAD_LETTER,
+                    saga_id=saga_id,
+                    target=target,
+                    reason=reason,
+                    outcome=(
+                        f"discarded {dead_letter.type or 'message'} {dead_letter.message_id} of {dead_letter.consumer}"
+                        + (f" ({link.mark}: {link.why})" if link is not None else "")
+                    ),
+                )
+            return discarded
+        except DiscardRefused as exc:
+            refusal = str(exc)
+    audit_refusal(
+        actor=actor,
+        action=DISCARD_DEAD_LETTER,
+        saga_id=saga_id,
+        target=target,
+        reason=reason,
+        outcome=f"refused: {refusal}",
+    )
+    raise SagaActionRefused(refusal)
 
 
 # ---------------------------------------------------------------------------
@@ -292,14 +349,16 @@ def _operate(
             )
             if refusal is None:
                 before = f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
-                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
-                saga.updated_at = timezone.now()
-                saga_save(saga)
+                # Written before the transition, so that the timeline lists the action before
+                # the attempt it sends (both take the database's time of their statement).
                 SagaEvent.objects.create(
                     saga=saga,
                     kind=f"operator_{action}",
                     detail=f"{actor_name} ({before}): {reason}" + (f" — evidence: {evidence}" if evidence else ""),
                 )
+                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
+                saga.updated_at = timezone.now()
+                saga_save(saga)
                 audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=outcome)
                 logger.info("operator action", extra={"outcome": outcome})
             else:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db.models import Count
 from django.utils import timezone
 
 from analytics.selectors import ConsumerLag, consumer_lag
@@ -30,14 +33,17 @@ from outbox.selectors import Backlog, dead_letter_count, messages_of_correlation
 from payments.selectors import ledger_of_order, payment_summary_of_order, payments_of_order
 from payments.selectors import records_of_step_keys as payment_records_of_step_keys
 from sagas.definition import SagaDefinition, definition_for
+from sagas.messages import StepAddress, step_address_of
 from sagas.models import SagaEvent, SagaInstance, SagaState, SagaStep
 from sagas.selectors import (
     ACTIVE_STATES,
     KeyRecord,
+    SagaPosition,
     StateCount,
     Throughput,
     saga_active_counts,
     saga_overdue_count,
+    saga_positions,
     saga_state_counts,
     saga_throughput,
 )
@@ -200,7 +206,10 @@ def saga_detail(*, saga_id: object) -> SagaDetail:
     attempts = list(SagaStep.objects.filter(saga=saga).order_by("id"))
     events = list(SagaEvent.objects.filter(saga=saga).order_by("id"))
     messages = list(OutboxMessage.objects.filter(correlation_id=str(saga.id)).order_by("id"))
-    dead_letters = list(DeadLetter.objects.filter(correlation_id=str(saga.id)).defer("envelope").order_by("id"))
+    dead_letters = list(DeadLetter.objects.filter(correlation_id=str(saga.id)).order_by("id"))
+    links = dead_letter_sagas(dead_letters)
+    for letter in dead_letters:  # its attempt, and what it is to the saga now, for the page
+        letter.saga_link = links.get(letter.pk)
     order = _order_context(saga)
     return SagaDetail(
         saga=saga,
@@ -239,9 +248,10 @@ def _step_strip(saga: SagaInstance, definition: SagaDefinition | None) -> list[d
 def _timeline(attempts: list[SagaStep], events: list[SagaEvent]) -> list[TimelineEntry]:
     entries = [TimelineEntry(at=row.sent_at, kind="attempt", attempt=row) for row in attempts]
     entries += [TimelineEntry(at=event.created_at, kind="event", event=event) for event in events]
-    # Both timestamps are the database's clock, so they order the two logs consistently.
+    # Both timestamps are the database's clock, so they order the two logs consistently. At the
+    # same instant an event goes first: an operator's action or a resend causes the attempt.
     far_past = datetime.min.replace(tzinfo=timezone.get_current_timezone())
-    return sorted(entries, key=lambda entry: (entry.at or far_past, 0 if entry.kind == "attempt" else 1))
+    return sorted(entries, key=lambda entry: (entry.at or far_past, 0 if entry.kind == "event" else 1))
 
 
 def _with_handlers(messages: list[OutboxMessage], dead_letters: list[DeadLetter]) -> list[MessageRow]:
@@ -395,3 +405,111 @@ def message_tree_rows(*, correlation_id: str) -> list[MessageNode]:
         rows.append(node)
         stack.extend(reversed(node.children))
     return rows
+
+
+# ---------------------------------------------------------------------------
+# Dead letters and their sagas.
+# ---------------------------------------------------------------------------
+
+
+class DeadLetterMark(StrEnum):
+    """What a saga's dead letter is to its saga now."""
+
+    CURRENT = "current attempt"  # the attempt the saga waits on: replaying it resumes the saga
+    SUPERSEDED = "superseded"  # a later attempt of its step exists, or the saga left the step
+    SAGA_FINISHED = "saga finished"  # nothing waits for it any more
+
+
+@dataclass(frozen=True)
+class DeadLetterSaga:
+    """A dead letter's saga, the step attempt it carried, and what it is to that saga now."""
+
+    saga_id: uuid.UUID
+    step: str
+    phase: str
+    attempt: int
+    mark: DeadLetterMark
+    why: str
+
+    @property
+    def replay_refusal(self) -> str | None:
+        """Why replaying it is refused, or None: only the current attempt's letter may go again
+        (any other could only be ignored by its saga, or redo what the saga has moved past)."""
+        if self.mark == DeadLetterMark.CURRENT:
+            return None
+        return f"{self.mark}: {self.why}; discard it instead"
+
+
+def dead_letter_sagas(dead_letters: Iterable[DeadLetter]) -> dict[int, DeadLetterSaga]:
+    """For each dead letter of a saga's command or reply (by pk), its saga and mark, read in
+    two queries for the whole list. Dead letters that belong to no saga are left out."""
+    addresses: dict[int, tuple[uuid.UUID, StepAddress]] = {}
+    for letter in dead_letters:
+        address = step_address_of(letter.envelope)
+        saga_id = saga_id_or_none(address.saga_id) if address is not None else None
+        if address is not None and saga_id is not None:
+            addresses[letter.pk] = (saga_id, address)
+    positions = saga_positions(saga_ids=[saga_id for saga_id, _ in addresses.values()])
+    found = {}
+    for pk, (saga_id, address) in addresses.items():
+        position = positions.get(saga_id)
+        if position is not None:
+            found[pk] = _dead_letter_saga(saga_id, address, position)
+    return found
+
+
+def _dead_letter_saga(saga_id: uuid.UUID, address: StepAddress, position: SagaPosition) -> DeadLetterSaga:
+    attempt = f"{address.step} ({address.phase}) attempt {address.attempt}"
+
+    def marked(mark: DeadLetterMark, why: str) -> DeadLetterSaga:
+        return DeadLetterSaga(saga_id, address.step, address.phase, address.attempt, mark, why)
+
+    if position.state in (SagaState.COMPLETED, SagaState.COMPENSATED):
+        return marked(DeadLetterMark.SAGA_FINISHED, f"the saga is {position.state}; nothing waits for {attempt}")
+    last = position.last_attempts.get((address.step, address.phase), 0)
+    if last > address.attempt:
+        return marked(DeadLetterMark.SUPERSEDED, f"attempt {last} of {address.step} ({address.phase}) was sent since")
+    if (address.step, address.phase, address.attempt) == (position.current_step, position.phase, position.attempt):
+        return marked(DeadLetterMark.CURRENT, f"the saga ({position.state}) waits on {attempt}")
+    return marked(
+        DeadLetterMark.SUPERSEDED,
+        f"the saga moved on to {position.current_step or '-'} ({position.phase}) attempt {position.attempt}",
+    )
+
+
+def dead_letter_saga(dead_letter: DeadLetter) -> DeadLetterSaga | None:
+    return dead_letter_sagas([dead_letter]).get(dead_letter.pk)
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    consumer: str
+    type: str
+    error_class: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SagaGroup:
+    correlation_id: str
+    count: int
+
+
+def dead_letter_groups(*, limit: int = 10) -> tuple[list[FailureGroup], list[SagaGroup]]:
+    """The dead letters waiting for an operator, counted by failure (consumer, type, error
+    class) and by saga (correlation id), largest first (over the status index)."""
+    waiting = DeadLetter.objects.filter(status=DeadLetter.Status.DEAD)
+    failures = [
+        FailureGroup(row["consumer"], row["type"], row["error_class"], row["n"])
+        for row in waiting.values("consumer", "type", "error_class")
+        .annotate(n=Count("id"))
+        .order_by("-n", "consumer", "type", "error_class")[:limit]
+    ]
+    sagas = [
+        SagaGroup(row["correlation_id"], row["n"])
+        for row in waiting.exclude(correlation_id="")
+        .values("correlation_id")
+        .annotate(n=Count("id"))
+        .order_by("-n", "correlation_id")[:limit]
+    ]
+    return failures, sagas

@@ -31,6 +31,9 @@ from outbox.messages import Message, reset_current_message, set_current_message
 from outbox.models import DeadLetter, InboxMessage
 from outbox.signing import NOT_AUTHENTIC, is_authentic
 
+# The failure a forged or altered envelope is grouped under among the dead letters.
+NOT_AUTHENTIC_CLASS = "NotAuthentic"
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Message, Any], None]
@@ -195,13 +198,21 @@ def _deliver(message: Message, registration: Registration, attempt: int, *, loca
         if local:
             raise
         if isinstance(exc, PoisonMessage):
-            _dead_letter(message, registration, reason=str(exc), poison=True, attempts=attempt + 1)
+            _dead_letter(
+                message,
+                registration,
+                reason=str(exc),
+                error_class=type(exc).__name__,
+                poison=True,
+                attempts=attempt + 1,
+            )
             return "dead_letter"
         if attempt + 1 >= settings.OUTBOX_MAX_ATTEMPTS:
             _dead_letter(
                 message,
                 registration,
                 reason=f"{type(exc).__name__}: {exc}",
+                error_class=type(exc).__name__,
                 traceback=tb.format_exc(),
                 attempts=attempt + 1,
             )
@@ -248,6 +259,7 @@ def _dead_letter(
     registration: Registration,
     *,
     reason: str,
+    error_class: str,
     traceback: str = "",
     poison: bool = False,
     attempts: int = 0,
@@ -261,6 +273,7 @@ def _dead_letter(
             correlation_id=message.correlation_id,
             envelope=_envelope_of(message),
             reason=reason,
+            error_class=error_class[:100],
             traceback=traceback,
             poison=poison,
             attempts=attempts,
@@ -291,6 +304,7 @@ def _dead_letter_not_authentic(raw: object, *, queue: str) -> None:
         "correlation_id": str(envelope.get("correlation_id") or "")[:64],
         "envelope": envelope,
         "reason": NOT_AUTHENTIC,
+        "error_class": NOT_AUTHENTIC_CLASS,
         "poison": True,
         "attempts": 1,
     }
@@ -330,6 +344,7 @@ def _dead_letter_poison(raw: object, *, queue: str, reason: str) -> None:
             correlation_id=str(envelope.get("correlation_id") or "")[:64],
             envelope=envelope,
             reason=reason,
+            error_class=PoisonMessage.__name__,
             poison=True,
             attempts=1,
         )
@@ -339,7 +354,8 @@ def _store_dead_letter(*, consumer: str, message_id: str, **fields: Any) -> None
     DeadLetter.objects.update_or_create(
         consumer=consumer,
         message_id=message_id,
-        defaults={**fields, "status": DeadLetter.Status.DEAD, "updated_at": Now()},
+        # Dead again after a replay: what was decided about its last death no longer holds.
+        defaults={**fields, **DeadLetter.UNRESOLVED, "updated_at": Now()},
     )
 
 

@@ -102,11 +102,16 @@ class InboxMessage(models.Model):
 
 
 class DeadLetter(models.Model):
-    """A message a consumer gave up on, kept with its reason until an operator replays it."""
+    """A message a consumer gave up on, kept with its reason until an operator replays it or
+    discards it (with who, when and why: a dead letter is never deleted)."""
 
     class Status(models.TextChoices):
         DEAD = "dead", "dead"
         REPLAYED = "replayed", "replayed"
+        DISCARDED = "discarded", "discarded"
+
+    # What a dead letter's fields say when it waits for an operator again (dead once more).
+    UNRESOLVED: dict[str, Any] = {"status": Status.DEAD, "discarded_by": "", "discarded_at": None, "discard_reason": ""}
 
     id = models.BigAutoField(primary_key=True)
     consumer = models.CharField(max_length=50)
@@ -115,6 +120,9 @@ class DeadLetter(models.Model):
     correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
     envelope = models.JSONField()
     reason = models.TextField()
+    error_class = models.CharField(
+        max_length=100, blank=True, db_default="", help_text="the exception's class: failures are grouped by it"
+    )
     traceback = models.TextField(blank=True)
     poison = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
@@ -123,13 +131,19 @@ class DeadLetter(models.Model):
     updated_at = models.DateTimeField(db_default=Now())
     replayed_at = models.DateTimeField(null=True, blank=True)
     replay_count = models.PositiveIntegerField(default=0)
+    discarded_by = models.CharField(max_length=150, blank=True, db_default="")
+    discarded_at = models.DateTimeField(null=True, blank=True)
+    discard_reason = models.TextField(blank=True, db_default="")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["consumer", "message_id"], name="deadletter_consumer_message_unique")
         ]
         indexes = [models.Index(fields=["status", "created_at"], name="deadletter_status_idx")]
-        permissions = [("replay_deadletter", "Can replay a dead letter")]
+        permissions = [
+            ("replay_deadletter", "Can replay a dead letter"),
+            ("discard_deadletter", "Can discard a dead letter with a reason"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.consumer}: {self.type or '?'} ({self.message_id})"

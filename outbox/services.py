@@ -1,4 +1,4 @@
-"""Writes of the messaging layer: replaying messages and purging old ones."""
+"""Writes of the messaging layer: replaying or discarding dead letters, and purging old messages."""
 
 import logging
 import uuid
@@ -17,6 +17,30 @@ logger = logging.getLogger(__name__)
 
 class ReplayRefused(ValueError):
     """The dead letter cannot be replayed (e.g. a poison message with no usable envelope)."""
+
+
+class DiscardRefused(ValueError):
+    """The dead letter does not wait for an operator (replayed or discarded already)."""
+
+
+def dead_letter_discard(*, dead_letter_id: int, by: str, reason: str) -> DeadLetter:
+    """Take a dead letter off the list of those waiting for an operator, saying who and why.
+
+    Nothing is deleted: the row keeps its envelope and reason as the record of what failed.
+    Only a dead letter still dead can be discarded; the decision is taken on its locked row,
+    so a replay and a discard of the same letter never both happen.
+    """
+    with transaction.atomic():
+        locked = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
+        if locked.status != DeadLetter.Status.DEAD:
+            raise DiscardRefused(f"this dead letter was {locked.status} already; only a dead one can be discarded")
+        locked.status = DeadLetter.Status.DISCARDED
+        locked.discarded_by = by
+        locked.discarded_at = timezone.now()
+        locked.discard_reason = reason
+        locked.save(update_fields=["status", "discarded_by", "discarded_at", "discard_reason", "updated_at"])
+    logger.info("dead letter discarded", extra={"dead_letter_id": dead_letter_id})
+    return locked
 
 
 def dead_letter_replay(*, dead_letter: DeadLetter) -> OutboxMessage:
@@ -39,6 +63,10 @@ def dead_letter_replay(*, dead_letter: DeadLetter) -> OutboxMessage:
         raise ReplayRefused("a poison message whose payload is unreadable cannot be replayed")
     with transaction.atomic():
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        if locked.status == DeadLetter.Status.DISCARDED:
+            raise ReplayRefused(
+                f"this dead letter was discarded by {locked.discarded_by or 'an operator'}: {locked.discard_reason}"
+            )
         message = _requeue(message_id, envelope)
         locked.status = DeadLetter.Status.REPLAYED
         locked.replayed_at = timezone.now()

@@ -100,3 +100,38 @@ def reply_span_attributes(message: Message) -> dict[str, Any]:
         "backoffice.phase": payload.get("phase"),
         "backoffice.attempt": payload.get("attempt"),
     }
+
+
+@dataclass(frozen=True)
+class StepAddress:
+    """Which attempt of which saga step a message is about: a command says it in its headers,
+    a participant's reply in its payload."""
+
+    saga_id: str
+    step: str
+    phase: str
+    attempt: int
+
+
+def step_address_of(envelope: Any) -> StepAddress | None:
+    """The saga step a stored envelope (e.g. a dead letter's) belongs to, or None for a
+    message that is no saga's command or reply, or too malformed to tell."""
+    if not isinstance(envelope, dict):
+        return None
+    headers = envelope.get("headers")
+    payload = envelope.get("payload")
+    if envelope.get("type") == REPLY_TYPE and isinstance(payload, dict):
+        source = payload
+    elif isinstance(headers, dict) and "saga_id" in headers:
+        source = headers
+    else:
+        return None
+    try:
+        return StepAddress(
+            saga_id=str(source["saga_id"]),
+            step=str(source["step"]),
+            phase=str(source["phase"]),
+            attempt=int(source["attempt"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

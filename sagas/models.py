@@ -64,12 +64,22 @@ class SagaInstance(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)
+    first_finished_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="when the saga first ended; a failed saga repaired later ends again, and is counted once",
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["aggregate", "aggregate_id"], name="saga_one_per_aggregate"),
             models.CheckConstraint(
                 condition=models.Q(state__in=[choice.value for choice in SagaState]), name="saga_state_valid"
+            ),
+            # Stuck is a flag of a saga in flight; a finished or failed one shows its state alone.
+            models.CheckConstraint(
+                condition=models.Q(stuck=False) | models.Q(state__in=["running", "compensating"]),
+                name="saga_stuck_only_in_flight",
             ),
         ]
         indexes = [
@@ -147,7 +157,8 @@ class SagaStep(models.Model):
     def duration_ms(self) -> float | None:
         if self.replied_at is None or self.sent_at is None:
             return None
-        return round((self.replied_at - self.sent_at).total_seconds() * 1000, 1)
+        # Both are the database's time; a clock stepped back between them is not a negative wait.
+        return max(0.0, round((self.replied_at - self.sent_at).total_seconds() * 1000, 1))
 
 
 class SagaEvent(models.Model):

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from common import metrics
@@ -94,7 +95,9 @@ def _apply(reply: SagaReply, message: Message) -> None:
     answer = {
         "reply": {"outcome": reply.outcome, "data": reply.data, "error": reply.error},
         "reply_message_id": message.message_id,
-        "replied_at": timezone.now(),
+        # The database's clock, which gave the attempt its send time: a step's duration is
+        # measured on one clock, never across the web's and the database's.
+        "replied_at": Now(),
     }
     earlier = _decides_an_earlier_attempt(saga, reply)
     if earlier:
@@ -122,22 +125,37 @@ def _apply(reply: SagaReply, message: Message) -> None:
             attempt=reply.attempt,
             reply=answer["reply"],
             message_id=message.message_id,
-            replied_at=answer["replied_at"],
             outcome=reply.outcome,
             error=reply.error,
         )
     )
+    if not expected and _decides_the_failed_current_attempt(saga, reply):
+        # The current attempt's command gave up as a dead letter (which answered for it as a
+        # technical failure) and was replayed: its decision is the key's final one, and the
+        # saga, stuck or failed on that dead letter, goes on from it.
+        expected = bool(
+            SagaStep.objects.filter(
+                saga=saga,
+                step=reply.step,
+                phase=reply.phase,
+                attempt=reply.attempt,
+                outcome=Outcome.TECHNICAL_FAILURE,
+            ).update(outcome=reply.outcome, error=reply.error, **answer)
+        )
+        if expected and saga.state == SagaState.FAILED:
+            saga_revive_failed(saga)
     if not expected:
         # Keep what the participant said even when it comes too late to count.
         attempt_rows = SagaStep.objects.filter(saga=saga, step=reply.step, phase=reply.phase, attempt=reply.attempt)
+        recorded = attempt_rows.values_list("outcome", flat=True).first()
         attempt_rows.filter(outcome__in=[Outcome.PENDING, Outcome.SUPERSEDED], reply__isnull=True).update(**answer)
         SagaEvent.objects.create(
             saga=saga,
             kind="reply_ignored",
             message_id=message.message_id,
             detail=(
-                f"{reply.outcome} for {reply.step}/{reply.phase} attempt {reply.attempt}; the saga is "
-                f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
+                f"{reply.outcome} for {reply.step}/{reply.phase} attempt {reply.attempt}{_why_ignored(recorded)};"
+                f" the saga is {saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
             ),
         )
         logger.info("stale or duplicate reply ignored")
@@ -152,7 +170,7 @@ def _apply(reply: SagaReply, message: Message) -> None:
         # saga goes back to the operator as it was.
         refused = f"{step.name} ({saga.phase}) could not be recorded as done by hand: {reply.error}"
         if saga.phase == Phase.COMPENSATION:
-            saga.state, saga.finished_at, saga.failure_reason = SagaState.FAILED, timezone.now(), refused
+            _fail(saga, refused)
             SagaEvent.objects.create(saga=saga, kind="manual_refused", detail=refused)
         else:
             _flag_stuck(saga, refused)
@@ -180,18 +198,44 @@ def _decides_an_earlier_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
     )
 
 
+def _why_ignored(recorded: str | None) -> str:
+    """What the step log says of the attempt an ignored reply answers, so that the timeline's
+    line explains itself (a reply to the very attempt the saga is at is ignored only so)."""
+    if recorded is None:
+        return ": no such attempt was sent"
+    if recorded == Outcome.SUPERSEDED:
+        return ": a later attempt superseded it"
+    if recorded == Outcome.PENDING:
+        return ""
+    return f": that attempt was answered already ({recorded})"
+
+
+def _decides_the_failed_current_attempt(saga: SagaInstance, reply: SagaReply) -> bool:
+    """Whether ``reply`` brings the participant's decision for the attempt the saga is at,
+    one already answered as a technical failure (then checked on its row, in the update)."""
+    return (
+        saga.state in (SagaState.RUNNING, SagaState.COMPENSATING, SagaState.FAILED)
+        and reply.step == saga.current_step
+        and reply.phase == saga.phase
+        and reply.attempt == saga.attempt
+        and reply.outcome in (Outcome.SUCCESS, Outcome.MANUAL, Outcome.BUSINESS_FAILURE)
+        and not reply.data.get(BY_HAND_REFUSED)
+    )
+
+
 def _on_success(saga: SagaInstance, definition: SagaDefinition, step: Step, reply: SagaReply) -> None:
     # A compensation's answer is data too: the refund's amount is what the cancellation
     # notice tells the customer, and a notice built without it announces no refund.
     on_reply = step.on_reply if saga.phase == Phase.FORWARD else step.on_compensated
     if on_reply is not None and reply.data:
         saga.data = {**saga.data, **on_reply(definition.load(saga.data), reply.data)}
+    # The step is done: whatever flagged it is over, and the next step starts unflagged.
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.phase == Phase.COMPENSATION:
         saga.compensated_steps = [*saga.compensated_steps, step.name]
         _next_compensation(saga, definition)
         return
     saga.completed_steps = [*saga.completed_steps, step.name]
-    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     if saga.cancel_requested and step.kind == StepKind.COMPENSATABLE:
         _begin_compensation(saga, definition, reason=saga.failure_reason or "cancelled")
         return
@@ -237,7 +281,36 @@ def _finish(saga: SagaInstance, state: str) -> None:
     saga.step_deadline = None
     saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
     logger.info("saga finished", extra={"state": state})
+    _count_finish(saga, state)
+
+
+def _fail(saga: SagaInstance, reason: str) -> None:
+    """The compensation gave up: the saga waits for an operator as failed, a state of its own.
+    It is not also flagged stuck: one saga, one banner, and one count on every page."""
+    saga.state = SagaState.FAILED
+    saga.failure_reason = reason
+    saga.finished_at = timezone.now()
+    saga.stuck, saga.stuck_reason, saga.stuck_since = False, "", None
+    logger.error("saga compensation failed", extra={"reason": reason})
+    _count_finish(saga, SagaState.FAILED)
+
+
+def _count_finish(saga: SagaInstance, state: str) -> None:
+    """Count a saga's end once: a failed saga that an operator repairs ends again later
+    (compensated), and counting that too would report more finishes than starts."""
+    if saga.first_finished_at is not None:
+        return
+    saga.first_finished_at = saga.finished_at
     metrics.saga_finished(definition=saga.definition_name, state=state)
+
+
+def saga_revive_failed(saga: SagaInstance) -> None:
+    """A failed saga compensating again (an operator's repair, or the answer that its failed
+    compensation was done after all). The reason it compensates is the one it began with: the
+    failure of the compensation stays in its step log, not on its banner once repaired."""
+    saga.state = SagaState.COMPENSATING
+    saga.finished_at = None
+    saga.failure_reason = saga.data.get(COMPENSATION_REASON) or saga.failure_reason
 
 
 def _retry_or_escalate(
@@ -258,18 +331,23 @@ def _retry_or_escalate(
         _send(saga, definition, new_step=False, delay=_backoff(saga.attempt))
         return
     if saga.phase == Phase.COMPENSATION:
-        saga.state = SagaState.FAILED
-        saga.failure_reason = f"compensation {step.name} failed after {saga.attempt} attempts: {error}" + (
-            f" (saga failed because: {saga.failure_reason})" if saga.failure_reason else ""
+        _fail(
+            saga,
+            f"compensation {step.name} failed after {saga.attempt} attempts: {error}"
+            + (f" (saga failed because: {saga.failure_reason})" if saga.failure_reason else ""),
         )
-        saga.finished_at = now
-        logger.error("saga compensation failed", extra={"reason": saga.failure_reason})
-        metrics.saga_finished(definition=saga.definition_name, state=SagaState.FAILED)
         return
     _flag_stuck(saga, f"{step.name} failed after {saga.attempt} attempts: {error}")
 
 
 def _flag_stuck(saga: SagaInstance, reason: str) -> None:
+    """Flag the saga for an operator, once per incident: the sweeper flags a step that went
+    unanswered past its deadline while its last attempt may still run, and that attempt's
+    failure, when it comes, is the same incident. It keeps the first flag's time (how long the
+    saga has waited) and tells the newer reason; it is not a second event nor a second count."""
+    if saga.stuck:
+        saga.stuck_reason = reason
+        return
     saga.stuck = True
     saga.stuck_reason = reason
     saga.stuck_since = timezone.now()
@@ -469,8 +547,9 @@ def saga_sweep(*, limit: int = 500) -> dict[str, int]:
                 elif saga.last_sent_at is not None and saga.last_sent_at < now - _resend_after(saga.attempt):
                     if _command_waits_in_outbox(saga):
                         continue  # not lost: it waits behind a backlog, which a copy would only grow
-                    _send(saga, definition, new_step=False)
+                    # Before the attempt it causes, as the timeline lists them.
                     SagaEvent.objects.create(saga=saga, kind="resent", detail="no reply in time; command sent again")
+                    _send(saga, definition, new_step=False)
                     counts["resent"] += 1
                 saga_save(saga)
             finally:

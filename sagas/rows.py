@@ -13,7 +13,6 @@ pg_commits_per_s=1384, celery_noop_tasks_per_s=232), 9.5 through the ORM (1614, 
 machine's noise, to be measured again on a quiet one.
 """
 
-import datetime
 import uuid
 from typing import Any
 
@@ -40,7 +39,8 @@ _INSERT = insert_statement(SagaInstance, returning=("created_at",))
 # The step log's row of a command just sent; the send time is the database's.
 _STEP_SENT = insert_statement(SagaStep, returning=tuple(field.attname for field in SagaStep._meta.concrete_fields))
 _STEP_ANSWERED_SQL = """
-    UPDATE sagas_sagastep SET reply = %s, reply_message_id = %s, replied_at = %s, outcome = %s, error = %s
+    UPDATE sagas_sagastep SET reply = %s, reply_message_id = %s, replied_at = STATEMENT_TIMESTAMP(), outcome = %s,
+           error = %s
      WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND outcome = 'pending'
 """
 
@@ -93,16 +93,16 @@ def step_record_reply(
     attempt: int,
     reply: dict[str, Any],
     message_id: str,
-    replied_at: datetime.datetime,
     outcome: str,
     error: str,
 ) -> bool:
-    """Record the reply on the attempt it answers, if that attempt still waits for one.
+    """Record the reply on the attempt it answers, if that attempt still waits for one, at the
+    database's time, as its send time was (Now(), the column's default, is STATEMENT_TIMESTAMP).
     False when it does not (answered already, superseded, or unknown)."""
     assert outcome != Outcome.PENDING
     with connection.cursor() as cursor:
         cursor.execute(
             _STEP_ANSWERED_SQL,
-            [Jsonb(reply), uuid.UUID(message_id), replied_at, outcome, error, saga_id, step, phase, attempt],
+            [Jsonb(reply), uuid.UUID(message_id), outcome, error, saga_id, step, phase, attempt],
         )
         return cursor.rowcount == 1

@@ -3,13 +3,15 @@ console's dashboard and /metrics show. Every query is served by an index (see
 SagaInstance.Meta) and bounded by a time window, so it costs the same with a hundred or a
 hundred thousand sagas."""
 
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
-from sagas.models import SagaInstance, SagaState, SagaStep
+from sagas.models import TERMINAL_STATES, SagaInstance, SagaState, SagaStep
 
 ACTIVE_STATES = (SagaState.RUNNING, SagaState.COMPENSATING)
 
@@ -204,3 +206,48 @@ def saga_ids_of_idempotency_key(*, key: str, limit: int) -> list:
     if len(key) >= 3:
         match |= Q(idempotency_key__endswith=f":{key}")
     return list(SagaInstance.objects.filter(match).values_list("id", flat=True)[:limit])
+
+
+@dataclass(frozen=True)
+class SagaPosition:
+    """Where a saga stands, and the last attempt it made of each step (and phase): enough to
+    tell whether a message of one of its attempts is still the one it waits for."""
+
+    saga_id: uuid.UUID
+    state: str
+    current_step: str
+    phase: str
+    attempt: int
+    last_attempts: dict[tuple[str, str], int]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def saga_positions(*, saga_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, SagaPosition]:
+    """The positions of these sagas (those that exist), in two indexed queries."""
+    ids = list(set(saga_ids))
+    if not ids:
+        return {}
+    sagas = SagaInstance.objects.filter(pk__in=ids).only("id", "state", "current_step", "attempt")
+    last: dict[uuid.UUID, dict[tuple[str, str], int]] = {}
+    rows = (
+        SagaStep.objects.filter(saga_id__in=ids)
+        .values("saga_id", "step", "phase")
+        .annotate(last=Max("attempt"))
+        .order_by()
+    )
+    for row in rows:
+        last.setdefault(row["saga_id"], {})[(row["step"], row["phase"])] = row["last"]
+    return {
+        saga.pk: SagaPosition(
+            saga_id=saga.pk,
+            state=saga.state,
+            current_step=saga.current_step,
+            phase=saga.phase,
+            attempt=saga.attempt,
+            last_attempts=last.get(saga.pk, {}),
+        )
+        for saga in sagas
+    }

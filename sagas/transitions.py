@@ -14,7 +14,7 @@ from enum import StrEnum
 from outbox.selectors import dead_letter_exists
 from sagas.definition import SagaDefinition, StepKind, definition_for
 from sagas.models import Outcome, Phase, SagaInstance, SagaState, SagaStep
-from sagas.orchestrator import _begin_compensation, _send
+from sagas.orchestrator import _begin_compensation, _send, saga_revive_failed
 
 
 class SagaAction(StrEnum):
@@ -110,8 +110,7 @@ def transition_compensate(saga: SagaInstance, definition: SagaDefinition, **_: s
 
 
 def transition_retry_compensation(saga: SagaInstance, definition: SagaDefinition, **_: str) -> str:
-    saga.state = SagaState.COMPENSATING
-    saga.finished_at = None
+    saga_revive_failed(saga)
     _clear_stuck(saga)
     _send(saga, definition, new_step=True)
     return f"compensating again: sent {saga.current_step} compensation attempt {saga.attempt}"
@@ -129,8 +128,7 @@ def transition_mark_step_done(
     """
     step = definition.step(saga.current_step)
     if saga.state == SagaState.FAILED:
-        saga.state = SagaState.COMPENSATING
-        saga.finished_at = None
+        saga_revive_failed(saga)
     phase = saga.phase
     _clear_stuck(saga)
     _send(saga, definition, new_step=True, manual={"by": actor_name, "reason": reason, "evidence": evidence})

@@ -21,7 +21,7 @@ from console.operations import saga_position
 from console.operators import operators_group_ensure
 from outbox.models import DeadLetter, OutboxMessage
 from sagas.keys import step_key
-from sagas.models import SagaInstance, SagaState
+from sagas.models import SagaInstance, SagaState, SagaStep
 from sagas.orchestrator import saga_sweep
 from testing.messages import sent_envelope
 from testing.saga_states import completed, failed, make_catalog, running, settle, stuck, stuck_past_pivot
@@ -339,7 +339,10 @@ def test_bulk_actions_need_their_permission(catalog, viewer_client):
 
 
 def _dead_letter(saga: SagaInstance) -> DeadLetter:
-    command = OutboxMessage.objects.filter(correlation_id=str(saga.pk)).first()
+    """The dead letter of the saga's current attempt: the one whose replay resumes the saga."""
+    saga.refresh_from_db()
+    attempt = SagaStep.objects.get(saga=saga, step=saga.current_step, phase=saga.phase, attempt=saga.attempt)
+    command = OutboxMessage.objects.get(message_id=attempt.command_message_id)
     return DeadLetter.objects.create(
         consumer="payments",
         message_id=str(command.message_id),
@@ -375,8 +378,11 @@ def test_replaying_dead_letters_from_their_admin_asks_for_a_reason_and_audits_ea
     url = reverse("admin:outbox_deadletter_changelist")
     dead = _dead_letter(stuck())
     selected = [str(dead.pk)]
-    viewer = viewer_client.post(url, {"action": "replay", ACTION_CHECKBOX_NAME: selected, "index": 0}, follow=True)
-    assert 'id="replay-form"' not in viewer.content.decode()  # no permission: no such action
+    viewer = viewer_client.post(url, {"action": "replay", ACTION_CHECKBOX_NAME: selected, "index": 0})
+    assert viewer.status_code == 403  # no permission: a forged POST is refused, and audited on the saga
+    forged = AuditLog.objects.get(target=f"deadletter:{dead.pk}", actor_name="vic")
+    assert str(forged.saga_id) == dead.correlation_id
+    assert forged.outcome == "refused: permission denied (needs outbox.replay_deadletter)"
 
     confirm = operator_client.post(url, {"action": "replay", ACTION_CHECKBOX_NAME: selected, "index": 0})
     page = confirm.content.decode()
@@ -385,13 +391,14 @@ def test_replaying_dead_letters_from_their_admin_asks_for_a_reason_and_audits_ea
     blank = operator_client.post(url, {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": "  "})
     assert "This field is required." in blank.content.decode()
     dead.refresh_from_db()
-    assert dead.status == DeadLetter.Status.DEAD and not AuditLog.objects.filter(target=f"deadletter:{dead.pk}")
+    assert dead.status == DeadLetter.Status.DEAD
+    assert not AuditLog.objects.filter(target=f"deadletter:{dead.pk}", actor_name="olga")
 
     response = operator_client.post(url, {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": REASON}, follow=True)
     assert "1 dead letter(s) replayed." in response.content.decode()
     dead.refresh_from_db()
     assert dead.status == DeadLetter.Status.REPLAYED
-    audit = AuditLog.objects.get(target=f"deadletter:{dead.pk}")
+    audit = AuditLog.objects.get(target=f"deadletter:{dead.pk}", actor_name="olga")
     assert audit.actor_name == "olga" and audit.reason == REASON and audit.outcome.startswith("replayed")
 
 

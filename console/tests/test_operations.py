@@ -363,8 +363,11 @@ def test_an_action_decided_on_a_stale_page_is_refused(catalog, operator):
     assert (saga.current_step, saga.attempt) == ("charge_payment", 4)
 
 
-def _dead_letter(saga: SagaInstance, **fields) -> DeadLetter:
-    command = OutboxMessage.objects.filter(correlation_id=str(saga.pk)).first()
+def _dead_letter(saga: SagaInstance, *, attempt: int | None = None, **fields) -> DeadLetter:
+    """The dead letter of an attempt of the saga's current step (by default its current one)."""
+    saga.refresh_from_db()
+    step = SagaStep.objects.get(saga=saga, step=saga.current_step, phase=saga.phase, attempt=attempt or saga.attempt)
+    command = OutboxMessage.objects.get(message_id=step.command_message_id)
     return DeadLetter.objects.create(
         consumer="payments",
         message_id=str(command.message_id),

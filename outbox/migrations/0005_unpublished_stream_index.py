@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbox', '0003_unpublished_aggregate_index'),
+        ('outbox', '0004_deadletter_discard'),
     ]
 
     operations = [
