@@ -24,3 +24,23 @@ def append_only(table: str, *, function: str, drop_function: bool = False) -> mi
     if drop_function:
         reverse_sql += f" DROP FUNCTION IF EXISTS {function}();"
     return migrations.RunSQL(_REFUSE_CHANGE.format(table=table, function=function), reverse_sql=reverse_sql)
+
+
+def trigram_index(*, name: str, create_sql: str) -> migrations.RunPython:
+    """A trigram (``pg_trgm``) index where the server has the extension; where it has not (the
+    embedded PostgreSQL of ``make run`` on a bare laptop), nothing: searches then scan, slower
+    and still correct. ``create_sql`` is the ``CREATE INDEX`` statement."""
+
+    def create(apps, schema_editor) -> None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+            if cursor.fetchone() is None:
+                print(f"\n  pg_trgm is not available: {name} is not created (search scans instead)")
+                return
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            cursor.execute(create_sql)
+
+    def drop(apps, schema_editor) -> None:
+        schema_editor.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+    return migrations.RunPython(create, drop)

@@ -660,10 +660,14 @@ class DeadLetterAdmin(ReadOnlyAdmin):
                 for pk in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)[:REPLAY_LIMIT]:
                     dead_letter = DeadLetter.objects.filter(pk=pk).first() if str(pk).isdigit() else None
                     link = selectors.dead_letter_saga(dead_letter) if dead_letter is not None else None
+                    if link is not None:
+                        saga_id = link.saga_id
+                    else:
+                        saga_id = operations.saga_of(dead_letter.correlation_id) if dead_letter is not None else None
                     audit_refusal(
                         actor=request.user,
                         action=audited,
-                        saga_id=link.saga_id if link is not None else None,
+                        saga_id=saga_id,
                         target=f"deadletter:{pk}",
                         reason=request.POST.get("reason", ""),
                         outcome=f"refused: permission denied (needs {permission})",
