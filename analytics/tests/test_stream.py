@@ -2,6 +2,7 @@
 published by the relay with confirms, in order per order."""
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -118,3 +119,40 @@ def test_events_of_one_order_arrive_in_the_order_they_happened(live_system, stre
     assert len({e["message_id"] for e in events}) == len(events)
     assert all(uuid.UUID(e["message_id"]) for e in events)
     assert json.loads(json.dumps(events)) == events
+
+
+@pytest.mark.django_db
+def test_a_reader_starts_from_the_first_event_from_an_offset_or_from_a_time(stream):
+    def envelope(n: int) -> dict:
+        return {
+            "message_id": str(uuid.uuid4()),
+            "type": "order.confirmed",
+            "destination": STREAM_DESTINATION,
+            "aggregate": "order",
+            "aggregate_id": str(n),
+            "correlation_id": "",
+            "causation_id": "",
+            "traceparent": "",
+            "created_at": timezone.now().isoformat(),
+            "payload": {"order_id": n, "saga_id": "", "occurred_at": timezone.now().isoformat()},
+            "headers": {"version": 1},
+        }
+
+    stream.publish([envelope(n) for n in range(3)])
+    time.sleep(1.5)  # RabbitMQ keeps a time per chunk: the next publication is a later chunk
+    between = timezone.now()
+    time.sleep(0.5)
+    stream.publish([envelope(n) for n in range(3, 5)])
+
+    def order_ids(start) -> list[int]:
+        reader = stream.reader(start=start)
+        try:
+            for batch in reader.batches(max_batch=100, max_wait=1.0, idle=0.3):
+                return [record.envelope()["payload"]["order_id"] for record in batch]
+        finally:
+            reader.close()
+
+    assert order_ids("first") == [0, 1, 2, 3, 4]
+    assert order_ids(2) == [2, 3, 4]  # a stored position: the offset of the next event to read
+    assert order_ids(between) == [3, 4]
+    assert stream.tail() == 4
