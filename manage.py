@@ -7,7 +7,16 @@ import sys
 LOOPBACK = {"", "127.0.0.1", "localhost", "[::1]", "::1"}
 # Developer tools that run the system they measure in processes of their own (production
 # settings, keys made for the run): they start with the tooling settings, DEBUG off.
-TOOLS = {"bench_outbox", "bench_saga", "bench_api", "bench_dashboard", "bench_machine", "chaos", "explore_sagas"}
+TOOLS = {
+    "bench_outbox",
+    "bench_saga",
+    "bench_api",
+    "bench_dashboard",
+    "bench_events",
+    "bench_machine",
+    "chaos",
+    "explore_sagas",
+}
 
 
 def default_settings_module(argv: list[str]) -> str:

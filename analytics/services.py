@@ -19,7 +19,6 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from analytics.models import CancellationDaily, DailySales, FoldedEvent, Fulfilment, Generation, OrderFact, ProductDaily
 from common.faults import fault_rate
@@ -28,7 +27,7 @@ from inventory.contracts import StockReleasedV1, StockReservedV1
 from orders.contracts import OrderCancelledV1, OrderConfirmedV1, OrderPlacedV1
 from outbox.events import parse_event
 from outbox.exceptions import PoisonMessage
-from outbox.signing import is_authentic
+from outbox.signing import is_authentic_text
 from outbox.stream import StreamRecord
 from payments.contracts import PaymentCapturedV1, PaymentRefundedV1
 from shipping.contracts import ShipmentCancelledV1, ShipmentCreatedV1
@@ -98,9 +97,12 @@ def _day(moment: datetime) -> date:
 
 
 def _moment(text: str) -> datetime:
-    moment = parse_datetime(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        moment = None
     if moment is None or moment.tzinfo is None:
-        raise PoisonMessage(f"occurred_at {text!r} is not an ISO 8601 time with its offset")
+        raise PoisonMessage(f"{text!r} is not an ISO 8601 time with its offset")
     return moment
 
 
@@ -118,10 +120,9 @@ def fold(generation_id: int, records: Iterable[StreamRecord]) -> Folded:
         events: list[tuple[StreamRecord, Any, Any]] = []
         for record in fresh:
             try:
-                envelope = record.envelope()
-                if not is_authentic(envelope):
+                if not is_authentic_text(record.body):
                     raise PoisonMessage("not authentic: no key of ours signed it")
-                message, event = parse_event(envelope)
+                message, event = parse_event(record.envelope())
                 events.append((record, message, event))
             except (ValueError, PoisonMessage) as exc:
                 result.rejected += 1

@@ -2,9 +2,11 @@
 
 import contextvars
 import dataclasses
+import functools
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -66,41 +68,63 @@ class Message:
 
 def parse_payload(payload_class: type[P], payload: dict[str, Any]) -> P:
     """Build a payload dataclass, checking field names and plain types; else a PoisonMessage."""
-    hints = typing.get_type_hints(payload_class)
-    fields = {f.name: f for f in dataclasses.fields(payload_class)}  # type: ignore[arg-type]
-    unknown = set(payload) - set(fields)
-    if unknown:
-        raise PoisonMessage(f"{payload_class.__name__}: unknown fields {sorted(unknown)}")
+    fields, names = _schema(payload_class)
+    if not names.issuperset(payload):
+        raise PoisonMessage(f"{payload_class.__name__}: unknown fields {sorted(set(payload) - names)}")
     values = {}
-    for name, spec in fields.items():
+    for name, required, hint, matches in fields:
         if name not in payload:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            if required:
                 raise PoisonMessage(f"{payload_class.__name__}: missing field {name!r}")
             continue
         value = payload[name]
-        if not _matches(value, hints[name]):
-            raise PoisonMessage(f"{payload_class.__name__}.{name}: {value!r} is not {hints[name]}")
+        if not matches(value):
+            raise PoisonMessage(f"{payload_class.__name__}.{name}: {value!r} is not {hint}")
         values[name] = value
     return payload_class(**values)
 
 
+@functools.cache
+def _schema(payload_class: type) -> tuple[list[tuple[str, bool, Any, Callable[[Any], bool]]], frozenset[str]]:
+    """A payload class's fields (name, required, type hint, its check) and their names, worked
+    out once per class: resolving the hints cost more than the rest of a parse."""
+    hints = typing.get_type_hints(payload_class)
+    fields = [
+        (
+            spec.name,
+            spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING,
+            hints[spec.name],
+            _checker(hints[spec.name]),
+        )
+        for spec in dataclasses.fields(payload_class)
+    ]
+    return fields, frozenset(name for name, *_ in fields)
+
+
 def _matches(value: Any, hint: Any) -> bool:
+    return _checker(hint)(value)
+
+
+@functools.cache
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """The check of a value against a type hint, built once per hint."""
     origin = typing.get_origin(hint)
     if hint is Any:
-        return True
+        return lambda value: True
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
+        checks = tuple(_checker(arg) for arg in typing.get_args(hint))
+        return lambda value: any(check(value) for check in checks)
     if hint is type(None):
-        return value is None
+        return lambda value: value is None
     if origin in (list, tuple):
-        return isinstance(value, list)
+        return lambda value: isinstance(value, list)
     if origin is dict:
-        return isinstance(value, dict)
+        return lambda value: isinstance(value, dict)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
+        return lambda value: isinstance(value, hint)
+    return lambda value: True
 
 
 def as_payload(obj: Any) -> dict[str, Any]:

@@ -15,8 +15,9 @@ pace from the first retained event, from a time, or from an offset of their own 
 A shop on Kafka writes another adapter with the same three methods.
 
 A message on the stream is the signed envelope as JSON (outbox.signing: the stream is a broker,
-not a trust boundary); its AMQP properties repeat the event's id, type and time for consumers
-that route on them, and its ``x-stream-offset`` header is its position.
+not a trust boundary); its AMQP properties repeat the event's id (``message_id``), type
+(``type``) and order (``correlation_id``: the aggregate id) for consumers that route on them, and
+its ``x-stream-offset`` header is its position.
 """
 
 from __future__ import annotations
@@ -136,11 +137,7 @@ class RabbitMQStream:
                         delivery_mode=2,
                         message_id=envelope["message_id"],
                         type=envelope["type"],
-                        application_headers={
-                            "aggregate": envelope["aggregate"],
-                            "aggregate_id": envelope["aggregate_id"],
-                            "created_at": envelope["created_at"],
-                        },
+                        correlation_id=envelope["aggregate_id"],  # the order: a key to route or filter on
                     ),
                     exchange="",
                     routing_key=self.name,
@@ -257,7 +254,9 @@ class StreamReader:
         self._channel.queue_declare(stream.name, durable=True, auto_delete=False, arguments=stream_arguments())
         self._channel.basic_qos(0, prefetch, False)
         self._received: list[StreamRecord] = []
-        self._tags: list[int] = []
+        self._prefetch = prefetch
+        self._unacked = 0
+        self._last_tag = 0
         self._channel.basic_consume(
             stream.name, callback=self._on_message, no_ack=False, arguments={"x-stream-offset": start}
         )
@@ -265,13 +264,18 @@ class StreamReader:
     def _on_message(self, message: Any) -> None:
         headers = message.headers or {}
         self._received.append(StreamRecord(offset=int(headers["x-stream-offset"]), body=bytes(message.body)))
-        self._tags.append(message.delivery_tag)
+        self._last_tag = message.delivery_tag
+        self._unacked += 1
+        if self._unacked * 2 >= self._prefetch:
+            # On a stream an ack is only credit for more (the position is the consumer's own,
+            # stored with its effects): given as messages come, so that the broker never waits.
+            self._channel.basic_ack(self._last_tag, multiple=True)
+            self._unacked = 0
 
     def batches(self, *, max_batch: int, max_wait: float, idle: float | None = None) -> Iterator[list[StreamRecord]]:
         """Batches of up to ``max_batch`` records, each gathered for at most ``max_wait``
         seconds; an empty batch when nothing came (or nothing more within ``idle`` seconds of
-        the last record). A batch is acknowledged when the next one is asked for: the caller has
-        stored its position by then."""
+        the last record)."""
         idle = max_wait if idle is None else idle
         while True:
             deadline = time.monotonic() + max_wait
@@ -284,10 +288,10 @@ class StreamReader:
                 except TimeoutError:
                     break
             batch, self._received = self._received[:max_batch], self._received[max_batch:]
-            tags, self._tags = self._tags[:max_batch], self._tags[max_batch:]
+            if self._unacked and not self._received:
+                self._channel.basic_ack(self._last_tag, multiple=True)
+                self._unacked = 0
             yield batch
-            if tags:
-                self._channel.basic_ack(tags[-1], multiple=True)
 
     def close(self) -> None:
         try:

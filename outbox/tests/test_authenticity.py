@@ -11,6 +11,8 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config.celery import app
 from conftest import wait_for
@@ -176,3 +178,29 @@ def test_a_forgery_never_replaces_a_genuine_dead_letter_of_the_same_id_and_raise
     genuine.refresh_from_db()
     assert genuine.reason == "x" and genuine.envelope == {"payload": {}}
     assert DeadLetter.objects.get(reason="not authentic").message_id.startswith("forged-")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(envelope=st.dictionaries(st.text(max_size=12).filter(lambda k: k != signing.SIGNATURE), _json_values))
+def test_checking_the_received_text_agrees_with_checking_the_decoded_envelope(envelope):
+    """is_authentic_text (on the bytes, for the stream's consumer) and is_authentic (on the
+    decoded envelope) give the same answer: for the text as signed, for any byte altered in it,
+    and for the same envelope spelt differently."""
+    text = signing.signed_json(envelope).encode()
+    assert signing.is_authentic_text(text) and signing.is_authentic(json.loads(text))
+    respelt = json.dumps(json.loads(text), indent=1).encode()
+    assert signing.is_authentic_text(respelt) == signing.is_authentic(json.loads(respelt)) is True
+    for position in range(0, len(text), max(1, len(text) // 12)):
+        altered = text[:position] + bytes([text[position] ^ 0x01]) + text[position + 1 :]
+        try:
+            decoded_verdict = signing.is_authentic(json.loads(altered))
+        except ValueError:
+            decoded_verdict = False
+        assert signing.is_authentic_text(altered) == decoded_verdict
