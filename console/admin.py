@@ -28,7 +28,8 @@ from common.formatting import utc_format
 from console import operations, selectors
 from console.attention import needs_attention
 from console.audit import audit_refusal
-from console.bulk_repairs import bulk_repair_create, bulk_repair_progress
+from console.bulk_repairs import ACTIVE as BULK_ACTIVE
+from console.bulk_repairs import bulk_repair_create, bulk_repair_progress, bulk_repair_stop
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, BulkRepairForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
 from console.models import AuditLog, BulkRepair
@@ -307,9 +308,39 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "title": f"Bulk repair {repair_id}: {ACTION_LABELS.get(progress.repair.action, progress.repair.action)}",
             "p": progress,
             "refresh_seconds": BULK_REFRESH_SECONDS,
+            "can_stop": progress.repair.status in BULK_ACTIVE
+            and request.user.has_perm(ACTION_PERMISSIONS[progress.repair.action]),
+            "stop_form": BulkActionForm(),
         }
         template = "admin/sagas/_bulk_repair_progress.html" if request.GET.get("fragment") else None
         return TemplateResponse(request, template or "admin/sagas/bulk_repair.html", context)
+
+    def bulk_repair_stop_view(self, request: HttpRequest, repair_id: int) -> HttpResponse:
+        """Stop a bulk repair: the sagas not sent yet are not run. Needs the permission of the
+        repair's action; a refusal is audited."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        self._require_view(request)
+        repair = get_object_or_404(BulkRepair, pk=repair_id)
+        permission = ACTION_PERMISSIONS[repair.action]
+        reason = request.POST.get("reason", "")
+        if not request.user.has_perm(permission):
+            audit_refusal(
+                actor=request.user,
+                action=f"bulk_{repair.action}",
+                saga_id=None,
+                target=f"bulk repair {repair.pk}",
+                reason=reason,
+                outcome=f"refused: permission denied (needs {permission}) to stop it",
+            )
+            raise PermissionDenied(permission_refusal(permission))
+        try:
+            repair = bulk_repair_stop(repair_id=repair.pk, actor=request.user, reason=reason)
+        except SagaActionRefused as exc:
+            self.message_user(request, f"Not stopped — {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"Bulk repair {repair.pk} {repair.status_detail}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:sagas_bulk_repair", args=[repair.pk]))
 
     def bulk_repairs_view(self, request: HttpRequest) -> HttpResponse:
         self._require_view(request)
@@ -331,6 +362,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             path("dashboard/", view(self.dashboard_view), name="sagas_dashboard"),
             path("bulk/", view(self.bulk_repairs_view), name="sagas_bulk_repairs"),
             path("bulk/<int:repair_id>/", view(self.bulk_repair_view), name="sagas_bulk_repair"),
+            path("bulk/<int:repair_id>/stop/", view(self.bulk_repair_stop_view), name="sagas_bulk_repair_stop"),
             path(
                 "violation/<int:violation_id>/<str:action>/",
                 view(partial(violation_action_view, self)),

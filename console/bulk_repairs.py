@@ -23,6 +23,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from console import operations
@@ -88,7 +89,12 @@ def bulk_repairs_advance() -> dict[str, int]:
     deadline = time.monotonic() + ADVANCE_BUDGET_SECONDS
     advanced = 0
     while True:
-        ids = list(BulkRepair.objects.filter(status__in=ACTIVE).order_by("pk").values_list("pk", flat=True))
+        ids = list(
+            BulkRepair.objects.filter(Q(status__in=ACTIVE) | Q(items__status=BulkRepairItem.Status.SENT))
+            .distinct()
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         for repair_id in ids:
             bulk_repair_advance(repair_id=repair_id)
             advanced += 1
@@ -106,16 +112,19 @@ def bulk_repairs_advance() -> dict[str, int]:
 
 def bulk_repair_advance(*, repair_id: int) -> BulkRepair | None:
     """One step of one repair: judge the sagas sent, then send the canary, decide on it, or
-    send the next saga when the rate allows. None when another process holds the repair."""
+    send the next saga when the rate allows. A stopped repair still follows the sagas it had
+    sent. None when another process holds the repair."""
     with transaction.atomic():
         repair = BulkRepair.objects.select_for_update(skip_locked=True).filter(pk=repair_id).first()
-        if repair is None or repair.status not in ACTIVE:
-            return repair
+        if repair is None:
+            return None
         # Each saga as it is now, read once per step: what the sagas sent have become.
         items = list(repair.items.select_related("saga").order_by("position"))
         for item in items:
             if item.status == BulkRepairItem.Status.SENT:
                 _judge(repair, item)
+        if repair.status not in ACTIVE:
+            return repair
         if (refusal := _requester_refusal(repair)) is not None:
             # The requester lost the right since confirming: nothing more is sent in their name.
             for item in items:
@@ -129,6 +138,37 @@ def bulk_repair_advance(*, repair_id: int) -> BulkRepair | None:
         if repair.status in ACTIVE and all(item.status in FINISHED_ITEMS for item in items):
             _finish(repair, items)
         repair.save()
+    return repair
+
+
+def bulk_repair_stop(*, repair_id: int, actor: AbstractBaseUser, reason: str) -> BulkRepair:
+    """The operator stops a repair: the sagas not sent yet are not run; those sent are still
+    followed to their outcome. Audited; refused (SagaActionRefused) once it has ended."""
+    reason = reason.strip()
+    with transaction.atomic():
+        # Waits for a beat step in progress, so that nothing is sent after the stop.
+        repair = BulkRepair.objects.select_for_update().get(pk=repair_id)
+        if not reason:
+            raise SagaActionRefused("a reason is required")
+        if repair.status not in ACTIVE:
+            raise SagaActionRefused(f"the bulk repair has ended already ({repair.get_status_display()})")
+        waiting = repair.items.filter(status=BulkRepairItem.Status.WAITING)
+        count = waiting.update(
+            status=BulkRepairItem.Status.NOT_RUN,
+            outcome=f"not run: stopped by {actor.get_username()}",
+            finished_at=timezone.now(),
+        )
+        repair.status, repair.finished_at = BulkRepair.Status.STOPPED, timezone.now()
+        repair.status_detail = f"stopped by {actor.get_username()}: {reason}; {count} saga(s) not run"
+        repair.save()
+        audit_record(
+            actor=actor,
+            action=f"bulk_{repair.action}",
+            saga_id=None,
+            target=f"bulk repair {repair.pk}",
+            reason=reason,
+            outcome=repair.status_detail,
+        )
     return repair
 
 
@@ -208,6 +248,9 @@ def _judge(repair: BulkRepair, item: BulkRepairItem) -> None:
 def item_outcome(*, action: str, saga: SagaInstance, sent_step: str, sent_phase: str) -> tuple[str, str] | None:
     """What became of a saga an action was sent to: (status, words), or None while unknown."""
     if saga.state == SagaState.COMPLETED:
+        if action == operations.SagaAction.COMPENSATE:
+            # The step in flight answered and took the saga past its pivot before the cancel.
+            return BulkRepairItem.Status.FAILED_AGAIN, "not compensated: the saga completed"
         return BulkRepairItem.Status.DONE, "done: the saga completed"
     if saga.state == SagaState.COMPENSATED:
         return BulkRepairItem.Status.DONE, "done: the saga is compensated"
@@ -271,5 +314,5 @@ def bulk_repair_progress(*, repair_id: int) -> BulkRepairProgress:
         repair=repair,
         items=items,
         counts={status.label: counts[status.value] for status in BulkRepairItem.Status},
-        finished=repair.status not in ACTIVE,
+        finished=repair.status not in ACTIVE and not counts[BulkRepairItem.Status.SENT],
     )

@@ -13,11 +13,13 @@ import pytest
 from django.apps import apps
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django_celery_beat.models import PeriodicTask
 
 from common.faults import faults_clear, faults_set
-from console.bulk_repairs import ACTIVE, bulk_repair_advance, bulk_repair_create
+from console.bulk_repairs import ACTIVE, bulk_repair_advance, bulk_repair_create, bulk_repair_progress
 from console.models import AuditLog, BulkRepair, BulkRepairItem
 from console.operators import operators_group_ensure
 from console.tasks import advance_bulk_repairs
@@ -51,12 +53,12 @@ def operator_client(operator) -> Client:
 def _run_in_process(repair: BulkRepair, *, timeout: float = 30) -> BulkRepair:
     """Advance the repair as beat would, handling the sagas' messages in this process."""
     deadline = time.monotonic() + timeout
-    while repair.status in ACTIVE:
+    while not bulk_repair_progress(repair_id=repair.pk).finished:
         assert time.monotonic() < deadline, f"the repair did not finish: {repair.status_detail}"
         repair = bulk_repair_advance(repair_id=repair.pk)
         settle()
         time.sleep(0.01)
-    return repair
+    return BulkRepair.objects.get(pk=repair.pk)
 
 
 def _items(repair: BulkRepair) -> list[BulkRepairItem]:
@@ -163,6 +165,64 @@ def test_the_sagas_after_the_canary_are_spaced_by_the_rate(operator):
     assert SagaInstance.objects.filter(state=SagaState.COMPLETED).count() == 4
 
 
+@pytest.mark.django_db
+def test_an_operator_stops_a_repair_and_the_sagas_not_sent_are_not_run(operator, operator_client):
+    make_catalog()
+    sagas = [stuck() for _ in range(3)]
+    repair = bulk_repair_create(
+        actor=operator, action="retry_step", reason=REASON, saga_ids=[s.pk for s in sagas], rate_per_minute=1
+    )
+    while repair.items.filter(status=Status.SENT).count() + repair.items.filter(status=Status.DONE).count() < 2:
+        repair = bulk_repair_advance(repair_id=repair.pk)  # the canary, then one more; the third is a minute away
+        settle()
+    page_url = reverse("admin:sagas_bulk_repair", args=[repair.pk])
+    assert 'id="bulk-stop-form"' in operator_client.get(page_url).content.decode()
+
+    viewer = get_user_model().objects.create_user("vic", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_sagainstance"))
+    stranger = Client()
+    stranger.force_login(viewer)
+    stop_url = reverse("admin:sagas_bulk_repair_stop", args=[repair.pk])
+    assert stranger.post(stop_url, {"reason": "mine now"}).status_code == 403
+    assert AuditLog.objects.get(actor_name="vic").outcome.startswith("refused: permission denied")
+
+    response = operator_client.post(stop_url, {"reason": "wrong filter"})
+    assert response.status_code == 302
+    repair = _run_in_process(BulkRepair.objects.get(pk=repair.pk))  # follows the sagas already sent
+    assert repair.status == BulkRepair.Status.STOPPED and "stopped by olga: wrong filter" in repair.status_detail
+    assert [item.status for item in _items(repair)] == [Status.DONE, Status.DONE, Status.NOT_RUN]
+    last = SagaInstance.objects.get(pk=_items(repair)[2].saga_id)
+    assert last.stuck and last.attempt == 3 and not AuditLog.objects.filter(saga=last).exists()
+    assert 'id="bulk-stop-form"' not in operator_client.get(page_url).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_requester_who_loses_the_permission_stops_the_repair(operator):
+    make_catalog()
+    sagas = [stuck(), stuck()]
+    repair = bulk_repair_create(
+        actor=operator, action="retry_step", reason=REASON, saga_ids=[s.pk for s in sagas], rate_per_minute=600
+    )
+    operator.groups.clear()
+
+    repair = bulk_repair_advance(repair_id=repair.pk)
+
+    assert repair.status == BulkRepair.Status.STOPPED and "no longer has the permission sagas.retry_saga" in (
+        repair.status_detail
+    )
+    assert [item.status for item in _items(repair)] == [Status.NOT_RUN, Status.NOT_RUN]
+    for saga in sagas:
+        saga.refresh_from_db()
+        assert saga.stuck and saga.attempt == 3
+
+
+@pytest.mark.django_db
+def test_beat_advances_bulk_repairs_every_second():
+    task = PeriodicTask.objects.get(task="console.advance_bulk_repairs")
+    assert task.enabled and (task.interval.every, task.interval.period) == (1, "seconds")
+    assert advance_bulk_repairs() == {"repairs": 0, "advanced": 0}
+
+
 # ---------------------------------------------------------------------------
 # The canary, with the real worker and a carrier that is down.
 # ---------------------------------------------------------------------------
@@ -213,6 +273,7 @@ def _attempts(saga: SagaInstance) -> int:
     return SagaStep.objects.filter(saga=saga, step="create_shipment").count()
 
 
+@pytest.mark.worker
 def test_a_canary_that_fails_again_stops_the_repair_and_the_rest_is_not_run(live_system, operator):
     sagas = _stuck_at_the_carrier(3)
     before = {saga.pk: _attempts(saga) for saga in sagas}
@@ -238,6 +299,7 @@ def test_a_canary_that_fails_again_stops_the_repair_and_the_rest_is_not_run(live
         assert list(LedgerEntry.objects.filter(order_id=saga.aggregate_id).values_list("kind", flat=True)) == ["charge"]
 
 
+@pytest.mark.worker
 def test_the_rest_waits_for_the_canary_and_follows_when_it_succeeds(live_system, operator):
     sagas = _stuck_at_the_carrier(3)
     faults_clear()  # the carrier is back
