@@ -313,6 +313,7 @@ def bulk_repair_progress(*, repair_id: int) -> BulkRepairProgress:
     return BulkRepairProgress(
         repair=repair,
         items=items,
-        counts={status.label: counts[status.value] for status in BulkRepairItem.Status},
+        # Only what occurs, in the order a saga goes through them.
+        counts={status.label: counts[status.value] for status in BulkRepairItem.Status if counts[status.value]},
         finished=repair.status not in ACTIVE and not counts[BulkRepairItem.Status.SENT],
     )
