@@ -731,10 +731,15 @@ class DeadLetterAdmin(ReadOnlyAdmin):
                 for pk in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)[:REPLAY_LIMIT]:
                     dead_letter = DeadLetter.objects.filter(pk=pk).first() if str(pk).isdigit() else None
                     link = selectors.dead_letter_saga(dead_letter) if dead_letter is not None else None
+                    # A letter that carries no step (an event) still names its saga by correlation,
+                    # as a refused single replay does.
+                    saga_id = link.saga_id if link is not None else None
+                    if saga_id is None and dead_letter is not None:
+                        saga_id = operations.saga_of(dead_letter.correlation_id)
                     audit_refusal(
                         actor=request.user,
                         action=audited,
-                        saga_id=link.saga_id if link is not None else None,
+                        saga_id=saga_id,
                         target=f"deadletter:{pk}",
                         reason=request.POST.get("reason", ""),
                         outcome=f"refused: permission denied (needs {permission})",

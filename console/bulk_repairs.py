@@ -209,6 +209,7 @@ def _advance_rest(repair: BulkRepair, items: list[BulkRepairItem]) -> None:
         return
     item = next((item for item in items if item.status == BulkRepairItem.Status.WAITING), None)
     if item is None:
+        repair.next_send_at = None  # all sent: beat has nothing to wait for
         return
     _send(repair, item)
     # Spaced from this send, never from a schedule that fell behind: a beat that was down
