@@ -28,9 +28,11 @@ from common.formatting import utc_format
 from console import operations, selectors
 from console.attention import needs_attention
 from console.audit import audit_refusal
+from console.bulk_repairs import ACTIVE as BULK_ACTIVE
+from console.bulk_repairs import bulk_repair_create, bulk_repair_progress, bulk_repair_stop
 from console.charts import bar_chart, line_chart
-from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
-from console.models import AuditLog
+from console.forms import BulkActionForm, BulkRepairForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
+from console.models import AuditLog, BulkRepair
 from console.operations import (
     ACTION_LABELS,
     ACTION_PERMISSIONS,
@@ -51,9 +53,11 @@ from sagas.selectors import ATTENTION_KINDS, saga_attention_condition
 
 # Refresh period of the dashboard (it fetches its panels again, no full reload).
 DASHBOARD_REFRESH_SECONDS = 5
-# A bulk action runs one transaction per saga inside the request; past this many the
-# operator is asked to narrow the selection (e.g. filter by step) and run it again.
+# A bulk repair freezes its sagas on the confirmation page; past this many the operator is
+# asked to narrow the selection (e.g. filter by step) and run it again.
 BULK_LIMIT = 500
+# Refresh period of a bulk repair's progress page while it runs.
+BULK_REFRESH_SECONDS = 2
 
 SERVICES: dict[str, Callable[..., SagaInstance]] = {
     SagaAction.RETRY_STEP: operations.saga_retry_step,
@@ -243,8 +247,10 @@ class SagaInstanceAdmin(admin.ModelAdmin):
     def _bulk(
         self, request: HttpRequest, queryset: QuerySet[SagaInstance], action: str, action_name: str
     ) -> HttpResponse | None:
-        """First a confirmation page asking for the reason, then one service call per saga,
-        each in its own transaction: a saga refused in its state does not hold back the others."""
+        """First a confirmation page asking for the reason and the rate, which freezes the
+        selection (the exact saga ids, posted back); on confirmation a bulk repair is recorded
+        and run by beat, a canary first (console.bulk_repairs), and the operator watches its
+        progress page."""
         total = queryset.count()
         if total > BULK_LIMIT:
             self.message_user(
@@ -253,22 +259,23 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return None
-        form = BulkActionForm(request.POST if "apply" in request.POST else None)
+        form = BulkRepairForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            service = SERVICES[action]
-            done, refused = 0, Counter()
-            for saga_id in queryset.order_by("pk").values_list("pk", flat=True):
-                try:
-                    service(saga_id=saga_id, actor=request.user, reason=form.cleaned_data["reason"])
-                    done += 1
-                except SagaActionRefused as exc:
-                    refused[str(exc)] += 1
-            label = ACTION_LABELS[action]
-            if done:
-                self.message_user(request, f"{label}: done for {done} saga(s).", messages.SUCCESS)
-            for refusal, count in refused.most_common():
-                self.message_user(request, f"{label}: refused for {count} saga(s) — {refusal}", messages.WARNING)
-            return None
+            saga_ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+            repair = bulk_repair_create(
+                actor=request.user,
+                action=action,
+                reason=form.cleaned_data["reason"],
+                saga_ids=saga_ids,
+                rate_per_minute=form.cleaned_data["rate_per_minute"],
+            )
+            self.message_user(
+                request,
+                f"{ACTION_LABELS[action]}: {len(saga_ids)} saga(s) frozen in bulk repair {repair.pk}; the canary goes"
+                " first, the rest when it succeeds.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(reverse("admin:sagas_bulk_repair", args=[repair.pk]))
         states = Counter(queryset.values_list("state", flat=True))
         context = {
             **self.admin_site.each_context(request),
@@ -280,10 +287,71 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "total": total,
             "states": sorted(states.items()),
             "sample": list(queryset.only("id", "state", "current_step", "stuck", "stuck_reason")[:20]),
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
+            # The selection is frozen here: the exact sagas shown are posted back, never "every
+            # saga of the filter", which could have grown by the time the operator confirms.
+            "selected": [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)],
+            "select_across": "0",
         }
         return TemplateResponse(request, "admin/sagas/sagainstance/bulk_confirm.html", context)
+
+    def bulk_repair_view(self, request: HttpRequest, repair_id: int) -> HttpResponse:
+        """A bulk repair's progress: each saga's outcome as it happens, refreshed by a small
+        fetch of the fragment (?fragment=1) while the repair runs."""
+        self._require_view(request)
+        try:
+            progress = bulk_repair_progress(repair_id=repair_id)
+        except BulkRepair.DoesNotExist:
+            raise Http404("no such bulk repair") from None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Bulk repair {repair_id}: {ACTION_LABELS.get(progress.repair.action, progress.repair.action)}",
+            "p": progress,
+            "refresh_seconds": BULK_REFRESH_SECONDS,
+            "can_stop": progress.repair.status in BULK_ACTIVE
+            and request.user.has_perm(ACTION_PERMISSIONS[progress.repair.action]),
+            "stop_form": BulkActionForm(),
+        }
+        template = "admin/sagas/_bulk_repair_progress.html" if request.GET.get("fragment") else None
+        return TemplateResponse(request, template or "admin/sagas/bulk_repair.html", context)
+
+    def bulk_repair_stop_view(self, request: HttpRequest, repair_id: int) -> HttpResponse:
+        """Stop a bulk repair: the sagas not sent yet are not run. Needs the permission of the
+        repair's action; a refusal is audited."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        self._require_view(request)
+        repair = get_object_or_404(BulkRepair, pk=repair_id)
+        permission = ACTION_PERMISSIONS[repair.action]
+        reason = request.POST.get("reason", "")
+        if not request.user.has_perm(permission):
+            audit_refusal(
+                actor=request.user,
+                action=f"bulk_{repair.action}",
+                saga_id=None,
+                target=f"bulk repair {repair.pk}",
+                reason=reason,
+                outcome=f"refused: permission denied (needs {permission}) to stop it",
+            )
+            raise PermissionDenied(permission_refusal(permission))
+        try:
+            repair = bulk_repair_stop(repair_id=repair.pk, actor=request.user, reason=reason)
+        except SagaActionRefused as exc:
+            self.message_user(request, f"Not stopped — {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"Bulk repair {repair.pk} {repair.status_detail}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:sagas_bulk_repair", args=[repair.pk]))
+
+    def bulk_repairs_view(self, request: HttpRequest) -> HttpResponse:
+        self._require_view(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Bulk repairs",
+            "repairs": BulkRepair.objects.order_by("-id")[:100],
+            "labels": ACTION_LABELS,
+        }
+        return TemplateResponse(request, "admin/sagas/bulk_repairs.html", context)
 
     # -- extra pages -------------------------------------------------------
 
@@ -292,6 +360,9 @@ class SagaInstanceAdmin(admin.ModelAdmin):
         extra = [
             path("attention/", view(self.attention_view), name="sagas_attention"),
             path("dashboard/", view(self.dashboard_view), name="sagas_dashboard"),
+            path("bulk/", view(self.bulk_repairs_view), name="sagas_bulk_repairs"),
+            path("bulk/<int:repair_id>/", view(self.bulk_repair_view), name="sagas_bulk_repair"),
+            path("bulk/<int:repair_id>/stop/", view(self.bulk_repair_stop_view), name="sagas_bulk_repair_stop"),
             path(
                 "violation/<int:violation_id>/<str:action>/",
                 view(partial(violation_action_view, self)),
@@ -660,10 +731,11 @@ class DeadLetterAdmin(ReadOnlyAdmin):
                 for pk in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)[:REPLAY_LIMIT]:
                     dead_letter = DeadLetter.objects.filter(pk=pk).first() if str(pk).isdigit() else None
                     link = selectors.dead_letter_saga(dead_letter) if dead_letter is not None else None
-                    if link is not None:
-                        saga_id = link.saga_id
-                    else:
-                        saga_id = operations.saga_of(dead_letter.correlation_id) if dead_letter is not None else None
+                    # A letter that carries no step (an event) still names its saga by correlation,
+                    # as a refused single replay does.
+                    saga_id = link.saga_id if link is not None else None
+                    if saga_id is None and dead_letter is not None:
+                        saga_id = operations.saga_of(dead_letter.correlation_id)
                     audit_refusal(
                         actor=request.user,
                         action=audited,

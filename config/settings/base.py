@@ -340,3 +340,9 @@ SAGA_RESEND_AFTER_SECONDS = env_int("SAGA_RESEND_AFTER_SECONDS", 60)
 SAGA_STEP_MAX_ATTEMPTS = env_int("SAGA_STEP_MAX_ATTEMPTS", 5)
 SAGA_RETRY_BASE_SECONDS = float(env_str("SAGA_RETRY_BASE_SECONDS", "1"))
 SAGA_RETRY_MAX_SECONDS = float(env_str("SAGA_RETRY_MAX_SECONDS", "30"))
+
+# A bulk repair from the console sends the sagas after its canary at most this many a minute
+# unless the operator asks for another rate (console.bulk_repairs): a repair of hundreds of
+# sagas does not land on a provider that just came back as one burst.
+CONSOLE_BULK_REPAIR_RATE_PER_MINUTE = env_int("CONSOLE_BULK_REPAIR_RATE_PER_MINUTE", 60)
+CONSOLE_BULK_REPAIR_MAX_RATE_PER_MINUTE = env_int("CONSOLE_BULK_REPAIR_MAX_RATE_PER_MINUTE", 600)

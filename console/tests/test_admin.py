@@ -16,7 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import Violation
-from console.models import AuditLog
+from console.bulk_repairs import ACTIVE, bulk_repair_advance
+from console.models import AuditLog, BulkRepair
 from console.operations import saga_position
 from console.operators import operators_group_ensure
 from outbox.models import DeadLetter, OutboxMessage
@@ -276,6 +277,17 @@ def test_saga_list_filters_and_searches_by_saga_and_order_id(catalog, operator_c
     assert operator_client.get(CHANGELIST, {"q": "not-an-id"}).status_code == 200
 
 
+def _run_bulk_repair() -> BulkRepair:
+    """Advance the bulk repair the admin recorded, as beat would, its messages handled here."""
+    repair = BulkRepair.objects.get()
+    for _ in range(200):
+        repair = bulk_repair_advance(repair_id=repair.pk)
+        if repair.status not in ACTIVE:
+            return repair
+        settle()
+    raise AssertionError(f"the bulk repair did not finish: {repair.status_detail}")
+
+
 def test_bulk_retry_asks_for_a_reason_then_retries_each_saga_it_can(catalog, operator_client):
     sagas = [stuck() for _ in range(3)]
     done = completed()
@@ -287,14 +299,18 @@ def test_bulk_retry_asks_for_a_reason_then_retries_each_saga_it_can(catalog, ope
 
     hidden = dict(re.findall(r'name="(action|select_across|index|apply)" value="([^"]*)"', confirm.content.decode()))
     response = operator_client.post(
-        url, {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": "provider back (INC-7)"}, follow=True
+        url,
+        {**hidden, ACTION_CHECKBOX_NAME: selected, "reason": "provider back (INC-7)", "rate_per_minute": "600"},
+        follow=True,
     )
-    page = response.content.decode()
-    assert "done for 3 saga(s)" in page and "refused for 1 saga(s)" in page
+    assert "4 saga(s) frozen in bulk repair" in response.content.decode()
+    repair = _run_bulk_repair()
+    assert "finished: 3 done, 1 refused" in repair.status_detail
     for saga in sagas:
         saga.refresh_from_db()
-        assert not saga.stuck and saga.attempt == 4
-    assert AuditLog.objects.filter(action="retry_step", reason="provider back (INC-7)").count() == 4
+        assert not saga.stuck and saga.state == SagaState.COMPLETED
+    reason = f"provider back (INC-7) [bulk repair {repair.pk}]"
+    assert AuditLog.objects.filter(action="retry_step", reason=reason).count() == 4
 
 
 def test_bulk_retry_of_all_stuck_sagas_of_one_step(catalog, operator_client):
@@ -304,10 +320,11 @@ def test_bulk_retry_of_all_stuck_sagas_of_one_step(catalog, operator_client):
     data = {"action": "retry_selected", "select_across": "1", "index": 0, ACTION_CHECKBOX_NAME: [at_charge[0].pk]}
     confirm = operator_client.post(url, data).content.decode()
     assert "for <strong>2</strong> saga(s)" in confirm
-    operator_client.post(url, {**data, "apply": "1", "reason": REASON})
+    operator_client.post(url, {**data, "apply": "1", "reason": REASON, "rate_per_minute": "600"})
+    _run_bulk_repair()
     for saga in at_charge:
         saga.refresh_from_db()
-        assert not saga.stuck and saga.attempt == 4
+        assert not saga.stuck and saga.state == SagaState.COMPLETED
     elsewhere.refresh_from_db()
     assert elsewhere.stuck
 
@@ -317,8 +334,10 @@ def test_bulk_compensate_across_every_filtered_saga(catalog, operator_client):
     url = CHANGELIST + "?stuck__exact=1"
     data = {"action": "compensate_selected", "select_across": "1", "index": 0, ACTION_CHECKBOX_NAME: [sagas[0].pk]}
     assert 'id="bulk-form"' in operator_client.post(url, data).content.decode()
-    operator_client.post(url, {**data, "apply": "1", "reason": REASON})
-    assert set(SagaInstance.objects.values_list("state", flat=True)) == {SagaState.COMPENSATING}
+    operator_client.post(url, {**data, "apply": "1", "reason": REASON, "rate_per_minute": "600"})
+    repair = _run_bulk_repair()
+    assert repair.status == BulkRepair.Status.DONE
+    assert set(SagaInstance.objects.values_list("state", flat=True)) == {SagaState.COMPENSATED}
 
 
 def test_bulk_actions_need_their_permission(catalog, viewer_client):

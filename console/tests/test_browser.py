@@ -24,7 +24,8 @@ from django.db import connection, connections
 from common.faults import faults_clear, faults_set
 from common.heartbeat import BEAT, heartbeat_clear, heartbeat_write
 from conftest import ARTIFACTS
-from console.models import AuditLog
+from console.bulk_repairs import bulk_repairs_advance
+from console.models import AuditLog, BulkRepair
 from console.operators import operators_group_ensure
 from devtools.processes import wait_for
 from orders.services import Customer, LineInput, order_place
@@ -76,7 +77,7 @@ def browser_required_in_ci() -> None:
 @pytest.fixture
 def beat() -> Iterator[None]:
     """What beat does in production, every half second: drain the outbox (delayed retries
-    included) and run the stuck-saga sweeper."""
+    included), run the stuck-saga sweeper and advance bulk repairs."""
     stop = threading.Event()
 
     def run() -> None:
@@ -85,6 +86,7 @@ def beat() -> Iterator[None]:
                 heartbeat_write(role=BEAT, name="test-beat")  # as beat's scheduler tick does
                 relay_drain(max_seconds=2)
                 saga_sweep()
+                bulk_repairs_advance()
                 stop.wait(0.5)
         finally:
             heartbeat_clear(role=BEAT, name="test-beat")
@@ -181,6 +183,62 @@ def test_operator_finds_a_stuck_saga_on_the_dashboard_retries_it_and_it_complete
     )
     order.refresh_from_db()
     assert order.status == order.Status.CONFIRMED
+
+
+def test_operator_bulk_retries_stuck_sagas_with_a_canary_and_watches_each_reach_done(
+    live_system, live_server, beat, browser
+):
+    from shipping.models import Shipment
+
+    make_catalog()
+    operator = get_user_model().objects.create_user("olga", password="olga-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    faults_set(carrier_transient=1.0)  # the carrier goes down
+    orders = [
+        order_place(
+            customer=Customer(email=f"ann{n}@example.com", name="Ann"),
+            lines=[LineInput(sku="SKU-A", quantity=1)],
+            payment_token="tok_visa",
+            shipping_address=ADDRESS,
+        ).order
+        for n in range(2)
+    ]
+    saga_ids = [order.saga_id for order in orders]
+    wait_for(
+        lambda: SagaInstance.objects.filter(pk__in=saga_ids, stuck=True, current_step="create_shipment").count() == 2,
+        timeout=60,
+        message=f"the sagas were never flagged stuck\n{live_system.tail(20)}",
+    )
+    faults_clear()  # the carrier is back
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/sagas/sagainstance/%3Fattention%3Dstuck")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", "olga-secret-1")
+    page.click("input[type=submit]")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "retry_selected")
+    page.click("button[name=index]")
+    assert "frozen when you confirm" in page.inner_text("#bulk-how")
+    page.fill("#id_reason", "carrier back (INC-9)")
+    page.fill("#id_rate_per_minute", "60")
+    page.click("#confirm-bulk")
+    assert "2 saga(s) frozen in bulk repair" in page.inner_text("ul.messagelist")
+
+    # The progress page, left open, fetches its fragment until every saga is done: no reload.
+    page.locator("#bulk-status", has_text=re.compile(r"^done$")).wait_for(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "bulk_repair.png"), full_page=True)
+    assert page.locator("#bulk-items tr.bulk-done").count() == 2
+    assert "canary" in page.inner_text("#bulk-items") and "2 done" in page.inner_text("#bulk-counts")
+
+    repair = BulkRepair.objects.get()
+    assert repair.status == BulkRepair.Status.DONE and repair.requester == operator
+    for order in orders:
+        saga = SagaInstance.objects.get(pk=order.saga_id)
+        assert saga.state == SagaState.COMPLETED
+        assert Shipment.objects.filter(order_id=order.pk, status=Shipment.Status.CREATED).count() == 1
 
 
 # Django's admin/css/base.css: #header { background: var(--header-bg) }, --header-bg: var(--secondary),
