@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -30,7 +32,7 @@ from analytics.services import (
     generations_purge_retired,
 )
 from common.heartbeat import heartbeat_clear, heartbeat_write
-from outbox.stream import EventStream, StreamUnavailable, event_stream
+from outbox.stream import EventStream, StreamRecord, StreamUnavailable, event_stream
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,40 @@ class Progress:
         return 0 if self.tail is None else max(0, self.tail + 1 - self.next_offset)
 
 
+def read_ahead(batches: Iterator[list[StreamRecord]], *, depth: int = 2) -> Iterator[list[StreamRecord]]:
+    """The batches of a reader, read by a thread of their own while the caller folds the ones
+    before: the client decodes the next batch while PostgreSQL writes the last one. The reader
+    is used by that thread only; closing the generator stops it."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stopping = threading.Event()
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                while not stopping.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stopping.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            ready.put(exc)
+
+    thread = threading.Thread(target=read, name="stream-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopping.set()
+        thread.join(timeout=10)
+
+
 def rebuild(
     *, batch_size: int = 2000, progress: Callable[[Progress], None] | None = None, purge: bool = True
 ) -> Progress:
@@ -117,10 +153,11 @@ def rebuild(
     folded = 0
     tail = stream.tail()
     reader = stream.reader(start="first", prefetch=batch_size * 2)
+    batches = read_ahead(reader.batches(max_batch=batch_size, max_wait=0.5, idle=0.2))
     try:
         next_offset = 0
         last_report = 0.0
-        for batch in reader.batches(max_batch=batch_size, max_wait=0.5, idle=0.2):
+        for batch in batches:
             if batch:
                 fold(generation.pk, batch)
                 folded += len(batch)
@@ -134,6 +171,7 @@ def rebuild(
                 if tail is None or next_offset > tail:
                     break
     finally:
+        batches.close()
         reader.close()
     generation_activate(generation.pk)
     if purge:
