@@ -26,10 +26,13 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from common.admin import ReadOnlyAdmin
 from common.formatting import utc_format
 from console import operations, selectors
+from console.approval_views import approval_view
+from console.approvals import approvals_pending
 from console.attention import needs_attention
 from console.audit import audit_refusal
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
+from console.four_eyes import ApprovalRequested
 from console.models import AuditLog
 from console.operations import (
     ACTION_LABELS,
@@ -297,6 +300,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                 view(partial(violation_action_view, self)),
                 name="sagas_violation_action",
             ),
+            path("approval/<int:request_id>/", view(partial(approval_view, self)), name="sagas_approval"),
             path(
                 "deadletter/<int:dead_letter_id>/replay/",
                 view(self.replay_dead_letter_view),
@@ -319,6 +323,8 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": "Needs attention",
             "a": needs_attention(),
+            "approvals": list(approvals_pending()[:20]),
+            "approval_count": approvals_pending().count(),
             "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
             "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
             "changelist_url": reverse("admin:sagas_sagainstance_changelist"),
@@ -438,6 +444,13 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                     arguments["evidence"] = form.cleaned_data["evidence"]
                 try:
                     saga = SERVICES[action](**arguments)
+                except ApprovalRequested as exc:
+                    self.message_user(
+                        request,
+                        f"{ACTION_LABELS[action]}: {exc}. Another operator approves or rejects it there.",
+                        messages.WARNING,
+                    )
+                    return HttpResponseRedirect(reverse("admin:sagas_approval", args=[exc.request.pk]))
                 except SagaActionRefused as exc:
                     self.message_user(request, f"{ACTION_LABELS[action]}: refused — {exc}", messages.ERROR)
                 else:

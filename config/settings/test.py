@@ -51,3 +51,9 @@ ANALYTICS_TAIL_INTERVAL_SECONDS = 0.5
 HEALTH_CACHE_SECONDS = 0  # every test sees the checks of its own moment
 # The launcher, benchmarks, chaos harness and their commands: never in production.
 INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]
+
+# The suite's operators act alone; the four-eyes tests turn it on (console/tests/test_four_eyes.py).
+FOUR_EYES_ENABLED = False
+# Alerts are off unless a test points them at its receiver.
+ALERT_WEBHOOK_URL = ""
+ALERT_EMAILS: list[str] = []
