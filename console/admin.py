@@ -26,6 +26,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from common.admin import ReadOnlyAdmin
 from common.formatting import utc_format
 from console import operations, selectors
+from console.alert_delivery import alert_failures
 from console.approval_views import approval_view
 from console.approvals import approvals_pending
 from console.attention import needs_attention
@@ -325,6 +326,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "a": needs_attention(),
             "approvals": list(approvals_pending()[:20]),
             "approval_count": approvals_pending().count(),
+            "alert_failures": list(alert_failures()[:20]),
             "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
             "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
             "changelist_url": reverse("admin:sagas_sagainstance_changelist"),

@@ -196,6 +196,8 @@ FOUR_EYES_EXPIRY_HOURS = env_int("FOUR_EYES_EXPIRY_HOURS", 24)
 ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")
 ALERT_EMAILS = env_list("ALERT_EMAILS", "")
 CONSOLE_BASE_URL = env_str("CONSOLE_BASE_URL", "http://127.0.0.1:8000")
+# The check runs on the worker and on beat (console/alert_watch.py) every this many seconds.
+ALERT_WATCH_ENABLED = env_bool("ALERT_WATCH_ENABLED", True)
 ALERT_CHECK_SECONDS = env_int("ALERT_CHECK_SECONDS", 5)
 ALERT_MAX_ATTEMPTS = env_int("ALERT_MAX_ATTEMPTS", 8)
 ALERT_RETRY_BASE_SECONDS = float(env_str("ALERT_RETRY_BASE_SECONDS", "5"))

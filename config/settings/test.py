@@ -57,3 +57,5 @@ FOUR_EYES_ENABLED = False
 # Alerts are off unless a test points them at its receiver.
 ALERT_WEBHOOK_URL = ""
 ALERT_EMAILS: list[str] = []
+# The test worker does not run the alert check: the alert tests call it.
+ALERT_WATCH_ENABLED = False
