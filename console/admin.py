@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, money_display
 from common.formatting import utc_format
 from console import operations, selectors
 from console.alert_delivery import alert_failures
@@ -34,7 +34,7 @@ from console.audit import audit_refusal
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
 from console.four_eyes import ApprovalRequested
-from console.models import AuditLog
+from console.models import AlertDelivery, ApprovalRequest, AuditLog, Incident
 from console.operations import (
     ACTION_LABELS,
     ACTION_PERMISSIONS,
@@ -802,3 +802,40 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 def _single_saga(selected: list[str]) -> object | None:
     """The saga an audit row about a selection names: the one selected, if only one was."""
     return operations.saga_of(selected[0]) if len(selected) == 1 else None
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    """Four-eyes requests, decided on their own page (linked from "needs attention")."""
+
+    list_display = [
+        "id",
+        "action",
+        "saga_id",
+        "amount_money",
+        "requested_by_name",
+        "status",
+        "approver_name",
+        "created_at",
+    ]
+    list_filter = ["status", "action"]
+    ordering = ["-id"]
+    amount_money = money_display()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:sagas_approval", args=[object_id]))
+
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = ["key", "title", "count", "opened_at", "last_sent_at", "closed_at"]
+    list_filter = [("closed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["key"]
+    ordering = ["-id"]
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "incident", "channel", "target", "status", "attempts", "next_attempt_at", "last_error"]
+    list_filter = ["status", "channel"]
+    ordering = ["-id"]

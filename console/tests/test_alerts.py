@@ -17,6 +17,7 @@ from common.heartbeat import BEAT, WORKER, heartbeat_clear, heartbeat_write
 from console.alert_delivery import alerts_send
 from console.alerts import alerts_check
 from console.models import AlertDelivery, Incident
+from devtools.processes import WorkerProcess, wait_for
 from outbox.models import DeadLetter
 from testing.saga_states import make_catalog, stuck
 
@@ -144,6 +145,9 @@ def test_a_receiver_that_never_answers_is_given_up_on_and_shown_to_operators(rec
     client.force_login(admin)
     page = client.get(reverse("admin:sagas_attention")).content.decode()
     assert 'id="alerts-undelivered"' in page and "1 dead letter(s) of shipping" in page
+    deliveries = client.get(reverse("admin:console_alertdelivery_changelist")).content.decode()
+    assert "Connection refused" in deliveries
+    assert "dead_letters:shipping" in client.get(reverse("admin:console_incident_changelist")).content.decode()
 
 
 def test_a_vanished_worker_is_alerted_once_and_the_incident_closes_when_it_is_back(receiver):
@@ -194,3 +198,25 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_alerts_that_beat_has_vanished(receiver, worker_env, tmp_path):
+    """The worker's own alert watch (console/alert_watch.py) notices that no beat renews its
+    heartbeat and posts the alert, with no beat to schedule anything."""
+    heartbeat_clear(role=BEAT, name="test")
+    env = {
+        **worker_env,
+        "ALERT_WATCH_ENABLED": "true",
+        "ALERT_CHECK_SECONDS": "1",
+        "ALERT_WEBHOOK_URL": receiver.url,
+        "CONSOLE_BASE_URL": BASE,
+    }
+    worker = WorkerProcess(env, tmp_path / "alert-worker.log", concurrency=1, queues=["default"], name="alerts")
+    worker.start()
+    try:
+        wait_for(lambda: receiver.bodies, timeout=30, message="the worker never alerted")
+    finally:
+        worker.stop()
+    assert [body["incident"] for body in receiver.bodies] == ["process:beat"]
+    assert receiver.bodies[0]["console_url"] == BASE + reverse("admin:sagas_attention")

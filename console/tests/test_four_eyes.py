@@ -305,3 +305,5 @@ def test_the_console_shows_the_pending_request_and_the_second_operator_approves_
     assert request.status == "executed"
     settle()
     assert _refunded(saga) == AMOUNT
+    listing = client.get(reverse("admin:console_approvalrequest_changelist")).content.decode()
+    assert "€495.00" in listing and "executed" in listing
