@@ -3,21 +3,27 @@ it touches, with a link to the console; a receiver that fails is retried with ba
 that never answers is given up on and shown; a vanished worker is alerted from its heartbeat."""
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
 from common.heartbeat import BEAT, WORKER, heartbeat_clear, heartbeat_write
+from common.redis import get_redis
 from console.alert_delivery import alerts_send
 from console.alerts import alerts_check
 from console.models import AlertDelivery, Incident
-from devtools.processes import WorkerProcess, wait_for
+from devtools.processes import ALL_QUEUES, WorkerProcess, wait_for
 from outbox.models import DeadLetter
 from testing.saga_states import make_catalog, stuck
 
@@ -220,3 +226,32 @@ def test_a_real_worker_alerts_that_beat_has_vanished(receiver, worker_env, tmp_p
         worker.stop()
     assert [body["incident"] for body in receiver.bodies] == ["process:beat"]
     assert receiver.bodies[0]["console_url"] == BASE + reverse("admin:sagas_attention")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_beat_alerts_that_the_worker_has_vanished(receiver, worker_env, tmp_path):
+    """Beat runs the check from its tick: with no worker alive, no task could."""
+    heartbeat_clear(role=WORKER, name="test")
+    env = {
+        **worker_env,
+        "ALERT_WATCH_ENABLED": "true",
+        "ALERT_CHECK_SECONDS": "1",
+        "ALERT_WEBHOOK_URL": receiver.url,
+        "CONSOLE_BASE_URL": BASE,
+    }
+    with open(tmp_path / "alert-beat.log", "ab") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: receiver.bodies, timeout=30, message="beat never alerted")
+        finally:
+            os.killpg(beat.pid, signal.SIGTERM)
+            beat.wait(timeout=20)
+            get_redis().delete(*ALL_QUEUES)  # what it scheduled meanwhile, for no worker
+    assert [body["incident"] for body in receiver.bodies] == ["process:worker"]
