@@ -406,6 +406,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "has_any_action_permission": any(request.user.has_perm(p) for p in ACTION_PERMISSIONS.values()),
             "now": timezone.now(),
             "causality": selectors.message_tree_rows(correlation_id=str(saga.pk)),
+            "pending_approvals": list(approvals_pending().filter(saga_id=saga.pk)),
         }
         return TemplateResponse(request, "admin/sagas/saga_page.html", context)
 

@@ -409,7 +409,11 @@ def _operate(
                     kind=f"operator_{action}",
                     detail=f"{actor_name} ({before}): {reason}" + (f" — evidence: {evidence}" if evidence else ""),
                 )
-                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
+                # A record by hand approved by a second operator names both in the participant's books.
+                performer = actor_name
+                if approval is not None:
+                    performer = f"{approval.requested_by_name} (approved by {actor_name})"[:150]
+                outcome = perform(saga, definition, actor_name=performer, reason=reason, evidence=evidence)
                 if approval is not None:
                     by = approval.requested_by_name
                     outcome += f" (four eyes: request #{approval.pk} by {by}, approved by {actor_name})"

@@ -18,12 +18,15 @@ from console import approvals
 from console.approvals import approval_approve, approval_reject
 from console.four_eyes import ApprovalRequested
 from console.models import ApprovalRequest, AuditLog
-from console.operations import saga_compensate, saga_retry_compensation
+from console.operations import saga_compensate, saga_mark_step_done, saga_retry_compensation
 from console.operators import operators_group_ensure
 from orders.models import Order
 from outbox.dispatch import relay_sends
+from payments.gateway import FakeGateway
 from payments.models import GatewayCharge, LedgerEntry
+from payments.models import StepOutcome as PaymentStepOutcome
 from sagas.exceptions import SagaActionRefused
+from sagas.keys import step_key
 from sagas.models import SagaEvent, SagaInstance, SagaState
 from testing.saga_states import fail_until_flagged, make_catalog, place, reply, settle
 
@@ -121,6 +124,28 @@ def test_retrying_a_refund_waits_for_a_second_operator_who_runs_it_once(olga, pi
     assert AuditLog.objects.filter(action="approve_request", actor=piet).count() == 2  # approved, then its result
     with pytest.raises(SagaActionRefused, match="already executed by piet"):
         approval_approve(request_id=request.pk, actor=_operator("paul"))
+
+
+@pytest.mark.django_db
+def test_a_charge_marked_done_by_hand_is_recorded_only_once_approved(olga, piet):
+    make_catalog()
+    saga = fail_until_flagged(place())  # stuck at charge_payment: the charge was made by phone
+    charge_id = FakeGateway().charge(idempotency_key="console:1", amount=4500, currency="EUR", token="tok_visa")
+    evidence = f"charged {charge_id.transaction_id} in the provider's console"
+
+    with pytest.raises(ApprovalRequested) as requested:
+        saga_mark_step_done(saga_id=saga.pk, actor=olga, reason=REASON, evidence=evidence)
+    settle()
+    assert _ledger(saga) == [], "nothing recorded on one operator's word"
+
+    approval_approve(request_id=requested.value.request.pk, actor=piet)
+    settle()
+
+    saga.refresh_from_db()
+    assert saga.state == SagaState.COMPLETED
+    assert _ledger(saga) == [("charge", 4500)]
+    recorded = PaymentStepOutcome.objects.get(step_key=step_key(saga.pk, "charge_payment"))
+    assert (recorded.outcome, recorded.evidence, recorded.decided_by) == ("manual", evidence, "olga (approved by piet)")
 
 
 @pytest.mark.django_db
@@ -294,6 +319,8 @@ def test_the_console_shows_the_pending_request_and_the_second_operator_approves_
     page = client.get(reverse("admin:sagas_attention")).content.decode()
     assert 'id="count-approvals"' in page and reverse("admin:sagas_approval", args=[request.pk]) in page
     assert "€495.00" in page
+    saga_page = client.get(reverse("admin:sagas_sagainstance_change", args=[saga.pk])).content.decode()
+    assert f"request #{request.pk}</a>" in saga_page and "waits for a second operator" in saga_page
     client.post(reverse("admin:sagas_approval", args=[request.pk]), {"decision": "approve"})
     request.refresh_from_db()
     assert request.status == "pending", "the requester's own approval is refused"
