@@ -110,11 +110,13 @@ def alerts_check(*, now: datetime | None = None) -> list[Incident]:
     """Open an incident, with its alerts, for each new condition; close those that cleared.
     Returns the incidents opened by this check."""
     now = now or timezone.now()
-    conditions = alert_conditions(now=now)
     opened: list[Incident] = []
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHECK_LOCK])
+        # Read under the lock: a check that read before another one committed could close the
+        # incident that one just opened, and the next check would alert it a second time.
+        conditions = alert_conditions(now=now)
         open_incidents = {incident.key: incident for incident in Incident.objects.filter(closed_at__isnull=True)}
         for key, condition in conditions.items():
             incident = open_incidents.get(key)

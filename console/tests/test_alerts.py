@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import Violation
 from common.heartbeat import BEAT, WORKER, heartbeat_clear, heartbeat_write
 from common.redis import get_redis
 from console.alert_delivery import alerts_send
@@ -169,6 +170,28 @@ def test_a_vanished_worker_is_alerted_once_and_the_incident_closes_when_it_is_ba
     heartbeat_write(role=WORKER, name="test")
     alerts_check()
     assert Incident.objects.get(key="process:worker").closed_at is not None
+
+
+def test_violations_of_one_kind_are_one_alert(receiver):
+    now = timezone.now()
+    for order in (1, 2):
+        Violation.objects.create(
+            kind="cancelled_money_held",
+            key=f"order:{order}",
+            detail="charged 4500, refunded 0",
+            first_seen=now,
+            last_seen=now,
+        )
+
+    alerts_check()
+    alerts_send()
+
+    assert [(body["incident"], body["count"]) for body in receiver.bodies] == [("violations:cancelled_money_held", 2)]
+    assert body_url_path(receiver.bodies[0]) == reverse("admin:audit_violation_changelist")
+
+
+def body_url_path(body: dict) -> str:
+    return body["url"].removeprefix(BASE).split("?")[0]
 
 
 def test_operators_are_emailed_too(settings, mailoutbox):
