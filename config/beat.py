@@ -8,6 +8,7 @@ from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from common.heartbeat import BEAT, heartbeat_clear, heartbeat_write
+from console.alert_watch import alert_watch_tick
 
 
 class Scheduler(DatabaseScheduler):
@@ -23,6 +24,8 @@ class Scheduler(DatabaseScheduler):
         if now - self._last_heartbeat >= settings.HEARTBEAT_INTERVAL_SECONDS:
             self._last_heartbeat = now
             heartbeat_write(role=BEAT, name=self.heartbeat_name)
+        # The alert check, in a thread of its own; it notices a vanished worker (console/alerts.py).
+        alert_watch_tick()
         # Wake at least once per heartbeat interval, even with nothing due before then.
         return min(super().tick(*args, **kwargs), settings.HEARTBEAT_INTERVAL_SECONDS)
 

@@ -7,6 +7,7 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
 
 from common.heartbeat import WorkerHeartbeat
+from console.alert_watch import WorkerAlertWatch
 
 # No default for DJANGO_SETTINGS_MODULE: a worker or beat started without it refuses to start
 # (Django says the settings are not configured) rather than run the development settings. Not
@@ -18,6 +19,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The worker's heartbeat, renewed from the consumer's event loop (common/heartbeat.py).
 app.steps["consumer"].add(WorkerHeartbeat)
+# The alert check, which also notices a vanished beat (console/alert_watch.py).
+app.steps["consumer"].add(WorkerAlertWatch)
 
 
 @task_prerun.connect

@@ -23,16 +23,20 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, money_display
 from common.formatting import utc_format
 from console import operations, selectors
+from console.alert_delivery import alert_failures
+from console.approval_views import approval_view
+from console.approvals import approvals_pending
 from console.attention import needs_attention
 from console.audit import audit_refusal
 from console.bulk_repairs import ACTIVE as BULK_ACTIVE
 from console.bulk_repairs import bulk_repair_create, bulk_repair_progress, bulk_repair_stop
 from console.charts import bar_chart, line_chart
 from console.forms import BulkActionForm, BulkRepairForm, DeadLetterReplayForm, MarkStepDoneForm, OperatorActionForm
-from console.models import AuditLog, BulkRepair
+from console.four_eyes import ApprovalRequested
+from console.models import AlertDelivery, ApprovalRequest, AuditLog, BulkRepair, Incident
 from console.operations import (
     ACTION_LABELS,
     ACTION_PERMISSIONS,
@@ -368,6 +372,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                 view(partial(violation_action_view, self)),
                 name="sagas_violation_action",
             ),
+            path("approval/<int:request_id>/", view(partial(approval_view, self)), name="sagas_approval"),
             path(
                 "deadletter/<int:dead_letter_id>/replay/",
                 view(self.replay_dead_letter_view),
@@ -390,6 +395,9 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": "Needs attention",
             "a": needs_attention(),
+            "approvals": list(approvals_pending()[:20]),
+            "approval_count": approvals_pending().count(),
+            "alert_failures": list(alert_failures()[:20]),
             "heartbeat_ttl": settings.HEARTBEAT_TTL_SECONDS,
             "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
             "changelist_url": reverse("admin:sagas_sagainstance_changelist"),
@@ -469,6 +477,7 @@ class SagaInstanceAdmin(admin.ModelAdmin):
             "has_any_action_permission": any(request.user.has_perm(p) for p in ACTION_PERMISSIONS.values()),
             "now": timezone.now(),
             "causality": selectors.message_tree_rows(correlation_id=str(saga.pk)),
+            "pending_approvals": list(approvals_pending().filter(saga_id=saga.pk)),
         }
         return TemplateResponse(request, "admin/sagas/saga_page.html", context)
 
@@ -509,6 +518,13 @@ class SagaInstanceAdmin(admin.ModelAdmin):
                     arguments["evidence"] = form.cleaned_data["evidence"]
                 try:
                     saga = SERVICES[action](**arguments)
+                except ApprovalRequested as exc:
+                    self.message_user(
+                        request,
+                        f"{ACTION_LABELS[action]}: {exc}. Another operator approves or rejects it there.",
+                        messages.WARNING,
+                    )
+                    return HttpResponseRedirect(reverse("admin:sagas_approval", args=[exc.request.pk]))
                 except SagaActionRefused as exc:
                     self.message_user(request, f"{ACTION_LABELS[action]}: refused — {exc}", messages.ERROR)
                 else:
@@ -863,3 +879,40 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 def _single_saga(selected: list[str]) -> object | None:
     """The saga an audit row about a selection names: the one selected, if only one was."""
     return operations.saga_of(selected[0]) if len(selected) == 1 else None
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    """Four-eyes requests, decided on their own page (linked from "needs attention")."""
+
+    list_display = [
+        "id",
+        "action",
+        "saga_id",
+        "amount_money",
+        "requested_by_name",
+        "status",
+        "approver_name",
+        "created_at",
+    ]
+    list_filter = ["status", "action"]
+    ordering = ["-id"]
+    amount_money = money_display()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:sagas_approval", args=[object_id]))
+
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = ["key", "title", "count", "opened_at", "last_sent_at", "closed_at"]
+    list_filter = [("closed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["key"]
+    ordering = ["-id"]
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "incident", "channel", "target", "status", "attempts", "next_attempt_at", "last_error"]
+    list_filter = ["status", "channel"]
+    ordering = ["-id"]

@@ -21,6 +21,13 @@ from django.utils import timezone
 
 from common.logging import bind_context, reset_context
 from console.audit import OPERATOR_TEXT_MAX, audit_record, audit_refusal
+from console.four_eyes import (
+    ApprovalRequested,
+    approval_pending_refusal,
+    approval_request_create,
+    four_eyes_required,
+)
+from console.models import ApprovalRequest
 from console.selectors import dead_letter_saga
 from outbox.models import DeadLetter, OutboxMessage
 from outbox.services import DiscardRefused, ReplayRefused, dead_letter_discard, dead_letter_replay
@@ -157,7 +164,12 @@ def _fate_in_words(saga: SagaInstance) -> str:
 
 
 def saga_retry_step(
-    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+    *,
+    saga_id: object,
+    actor: Actor,
+    reason: str,
+    expected_position: str | None = None,
+    approval: ApprovalRequest | None = None,
 ) -> SagaInstance:
     """Send a new attempt of the current step (or compensation) now, with the same idempotency
     key, so a step that already took effect is not done twice. Clears the stuck flag and
@@ -168,12 +180,18 @@ def saga_retry_step(
         actor=actor,
         reason=reason,
         expected_position=expected_position,
+        approval=approval,
         perform=transition_retry_step,
     )
 
 
 def saga_compensate(
-    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+    *,
+    saga_id: object,
+    actor: Actor,
+    reason: str,
+    expected_position: str | None = None,
+    approval: ApprovalRequest | None = None,
 ) -> SagaInstance:
     """Stop forward progress and run the compensation chain.
 
@@ -191,12 +209,18 @@ def saga_compensate(
         actor=actor,
         reason=reason,
         expected_position=expected_position,
+        approval=approval,
         perform=transition_compensate,
     )
 
 
 def saga_retry_compensation(
-    *, saga_id: object, actor: Actor, reason: str, expected_position: str | None = None
+    *,
+    saga_id: object,
+    actor: Actor,
+    reason: str,
+    expected_position: str | None = None,
+    approval: ApprovalRequest | None = None,
 ) -> SagaInstance:
     """Run a failed compensation again: the saga goes back to compensating and sends a new
     attempt of the compensation it failed on, with the same idempotency key."""
@@ -206,12 +230,19 @@ def saga_retry_compensation(
         actor=actor,
         reason=reason,
         expected_position=expected_position,
+        approval=approval,
         perform=transition_retry_compensation,
     )
 
 
 def saga_mark_step_done(
-    *, saga_id: object, actor: Actor, reason: str, evidence: str, expected_position: str | None = None
+    *,
+    saga_id: object,
+    actor: Actor,
+    reason: str,
+    evidence: str,
+    expected_position: str | None = None,
+    approval: ApprovalRequest | None = None,
 ) -> SagaInstance:
     """Record that the operator did the current step (or compensation) outside the system,
     e.g. refunded in the provider's console, and continue as on a success reply: the next
@@ -222,6 +253,7 @@ def saga_mark_step_done(
         actor=actor,
         reason=reason,
         expected_position=expected_position,
+        approval=approval,
         perform=transition_mark_step_done,
         evidence=evidence.strip(),
     )
@@ -335,10 +367,14 @@ def _operate(
     expected_position: str | None,
     perform: Perform,
     evidence: str = "",
+    approval: ApprovalRequest | None = None,
 ) -> SagaInstance:
+    """Run the action on the locked saga, or refuse it; an action on money without a second
+    operator's approval (``approval``, the request being approved) is kept as a request instead."""
     reason = reason.strip()
     actor_name = _actor_name(actor)
     refusal: str | None = None
+    requested: ApprovalRequest | None = None
     token = bind_context(saga_id=str(saga_id), operator=actor_name, operator_action=str(action))
     try:
         with transaction.atomic():
@@ -347,7 +383,24 @@ def _operate(
             refusal = _refusal(
                 saga, definition, action, reason=reason, evidence=evidence, expected_position=expected_position
             )
-            if refusal is None:
+            if refusal is None and approval is not None:
+                refusal = _approved_position_refusal(saga, approval)
+            if refusal is None and approval is None and four_eyes_required(saga, action):
+                refusal = approval_pending_refusal(saga=saga, action=action)
+                if refusal is None:
+                    requested = approval_request_create(
+                        saga=saga,
+                        action=action,
+                        actor=actor,
+                        actor_name=actor_name,
+                        reason=reason,
+                        evidence=evidence,
+                        position=saga_position(saga),
+                    )
+            if refusal is not None:
+                audit_refusal(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=f"refused: {refusal}")
+                logger.info("operator action refused", extra={"refusal": refusal})
+            elif requested is None:
                 before = f"{saga.state} at {saga.current_step or '-'}/{saga.phase} attempt {saga.attempt}"
                 # Written before the transition, so that the timeline lists the action before
                 # the attempt it sends (both take the database's time of their statement).
@@ -356,19 +409,37 @@ def _operate(
                     kind=f"operator_{action}",
                     detail=f"{actor_name} ({before}): {reason}" + (f" — evidence: {evidence}" if evidence else ""),
                 )
-                outcome = perform(saga, definition, actor_name=actor_name, reason=reason, evidence=evidence)
+                # A record by hand approved by a second operator names both in the participant's books.
+                performer = actor_name
+                if approval is not None:
+                    performer = f"{approval.requested_by_name} (approved by {actor_name})"[:150]
+                outcome = perform(saga, definition, actor_name=performer, reason=reason, evidence=evidence)
+                if approval is not None:
+                    by = approval.requested_by_name
+                    outcome += f" (four eyes: request #{approval.pk} by {by}, approved by {actor_name})"
                 saga.updated_at = timezone.now()
                 saga_save(saga)
                 audit_record(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=outcome)
                 logger.info("operator action", extra={"outcome": outcome})
-            else:
-                audit_refusal(actor=actor, action=action, saga_id=saga.id, reason=reason, outcome=f"refused: {refusal}")
-                logger.info("operator action refused", extra={"refusal": refusal})
     finally:
         reset_context(token)
     if refusal is not None:
         raise SagaActionRefused(refusal)
+    if requested is not None:
+        raise ApprovalRequested(requested)
     return saga
+
+
+def _approved_position_refusal(saga: SagaInstance, approval: ApprovalRequest) -> str | None:
+    """An approval applies to the step and phase the requester saw; a resend since (a new
+    attempt of the same step) does not change what is approved, a move to another step does."""
+    requested_at = approval.position.rsplit("/", 1)[0]
+    if requested_at != f"{saga.current_step}/{saga.phase}":
+        return (
+            f"the saga moved on since request #{approval.pk} was made: it is now {saga.state} at"
+            f" {saga.current_step or '-'} ({saga.phase}); ask for the action again if it is still needed"
+        )
+    return None
 
 
 def _refusal(

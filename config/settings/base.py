@@ -181,6 +181,29 @@ HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 10)
 # /healthz answers from memory for this long in each web process (0: checks on every call).
 HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 2)
 
+# Four eyes on money (console/four_eyes.py): an operator's action that moves money (a charge or
+# refund marked done by hand, a compensation that refunds, a retried refund) on an order of at
+# least this amount (minor units; 0: every amount) waits for a second operator's approval.
+FOUR_EYES_ENABLED = env_bool("FOUR_EYES_ENABLED", True)
+FOUR_EYES_MIN_AMOUNT = env_int("FOUR_EYES_MIN_AMOUNT", 0)
+# The saga steps whose forward effect or compensation moves money.
+FOUR_EYES_STEPS = env_list("FOUR_EYES_STEPS", "charge_payment")
+# A request not decided within this long can no longer be approved.
+FOUR_EYES_EXPIRY_HOURS = env_int("FOUR_EYES_EXPIRY_HOURS", 24)
+
+# Alerts (console/alerts.py): one per incident (stuck or failed sagas at a step, dead letters of
+# a consumer, open violations of a kind, no live worker or beat), to a webhook and/or by email.
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")
+ALERT_EMAILS = env_list("ALERT_EMAILS", "")
+CONSOLE_BASE_URL = env_str("CONSOLE_BASE_URL", "http://127.0.0.1:8000")
+# The check runs on the worker and on beat (console/alert_watch.py) every this many seconds.
+ALERT_WATCH_ENABLED = env_bool("ALERT_WATCH_ENABLED", True)
+ALERT_CHECK_SECONDS = env_int("ALERT_CHECK_SECONDS", 5)
+ALERT_MAX_ATTEMPTS = env_int("ALERT_MAX_ATTEMPTS", 8)
+ALERT_RETRY_BASE_SECONDS = float(env_str("ALERT_RETRY_BASE_SECONDS", "5"))
+ALERT_RETRY_MAX_SECONDS = float(env_str("ALERT_RETRY_MAX_SECONDS", "600"))
+ALERT_TIMEOUT_SECONDS = float(env_str("ALERT_TIMEOUT_SECONDS", "5"))
+
 # ---------------------------------------------------------------------------
 # Messaging and sagas.
 # ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import os
 
-from common.env import env_int, env_str
+from common.env import env_bool, env_int, env_list, env_str
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -51,3 +51,11 @@ ANALYTICS_TAIL_INTERVAL_SECONDS = 0.5
 HEALTH_CACHE_SECONDS = 0  # every test sees the checks of its own moment
 # The launcher, benchmarks, chaos harness and their commands: never in production.
 INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]
+
+# The suite's operators act alone; the four-eyes tests turn it on (console/tests/test_four_eyes.py).
+FOUR_EYES_ENABLED = False
+# Alerts are off unless a test points them at its receiver.
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")
+ALERT_EMAILS = env_list("ALERT_EMAILS", "")
+# The test worker does not run the alert check: the alert tests call it.
+ALERT_WATCH_ENABLED = env_bool("ALERT_WATCH_ENABLED", False)
