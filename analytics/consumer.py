@@ -10,10 +10,10 @@ generation from the first retained event and switches to it once it has caught u
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import queue
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,38 +108,42 @@ class Progress:
         return 0 if self.tail is None else max(0, self.tail + 1 - self.next_offset)
 
 
-def read_ahead(batches: Iterator[list[StreamRecord]], *, depth: int = 2) -> Iterator[list[StreamRecord]]:
-    """The batches of a reader, read by a thread of their own while the caller folds the ones
-    before: the client decodes the next batch while PostgreSQL writes the last one. The reader
-    is used by that thread only; closing the generator stops it."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stopping = threading.Event()
+def read_ahead(
+    stream: EventStream, *, start: str | int, batch_size: int, max_wait: float, idle: float, depth: int = 4
+) -> Iterator[list[StreamRecord]]:
+    """The stream's batches, read by a process of its own while the caller folds the ones before:
+    decoding AMQP frames and folding are both Python, so a thread would only take turns with
+    the fold; a forked reader decodes on the other core. The child opens its own connection and
+    touches nothing else of this process (it ends with ``os._exit``); closing the generator
+    stops it."""
+    context = multiprocessing.get_context("fork")
+    ready = context.Queue(maxsize=depth)
 
     def read() -> None:
         try:
-            for batch in batches:
-                while not stopping.is_set():
-                    try:
-                        ready.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stopping.is_set():
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-            ready.put(exc)
+            reader = stream.reader(start=start, prefetch=batch_size * 2)
+            for batch in reader.batches(max_batch=batch_size, max_wait=max_wait, idle=idle):
+                ready.put([(record.offset, record.body) for record in batch])
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, raised there
+            ready.put(f"{type(exc).__name__}: {exc}")
+        finally:
+            os._exit(0)
 
-    thread = threading.Thread(target=read, name="stream-read-ahead", daemon=True)
-    thread.start()
+    child = context.Process(target=read, name="stream-read-ahead", daemon=True)
+    child.start()
     try:
         while True:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            try:
+                item = ready.get(timeout=max_wait + 30)
+            except queue.Empty:
+                raise StreamUnavailable("the stream reader stopped answering") from None
+            if isinstance(item, str):
+                raise StreamUnavailable(f"reading the stream failed: {item}")
+            yield [StreamRecord(offset=offset, body=body) for offset, body in item]
     finally:
-        stopping.set()
-        thread.join(timeout=10)
+        child.terminate()
+        child.join(timeout=10)
+        ready.close()
 
 
 def rebuild(
@@ -152,8 +156,7 @@ def rebuild(
     started = time.monotonic()
     folded = 0
     tail = stream.tail()
-    reader = stream.reader(start="first", prefetch=batch_size * 2)
-    batches = read_ahead(reader.batches(max_batch=batch_size, max_wait=0.5, idle=0.2))
+    batches = read_ahead(stream, start="first", batch_size=batch_size, max_wait=0.5, idle=0.2)
     try:
         next_offset = 0
         last_report = 0.0
@@ -172,7 +175,6 @@ def rebuild(
                     break
     finally:
         batches.close()
-        reader.close()
     generation_activate(generation.pk)
     if purge:
         generations_purge_retired()

@@ -55,8 +55,7 @@ class Message:
             raise PoisonMessage("the payload is not an object")
         if not isinstance(raw.get("headers", {}), dict):
             raise PoisonMessage("the headers are not an object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key: value for key, value in raw.items() if key in known}
+        values = {key: value for key, value in raw.items() if key in _MESSAGE_FIELDS}
         for name in ("message_id", "type", "destination", "aggregate", "aggregate_id", "correlation_id"):
             if name in values:
                 values[name] = str(values[name] or "")
@@ -64,6 +63,9 @@ class Message:
 
     def parse(self, payload_class: type[P]) -> P:
         return parse_payload(payload_class, self.payload)
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
 
 
 def parse_payload(payload_class: type[P], payload: dict[str, Any]) -> P:

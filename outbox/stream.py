@@ -22,7 +22,6 @@ its ``x-stream-offset`` header is its position.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import amqp
+import orjson
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -72,8 +72,9 @@ class StreamRecord:
     body: bytes
 
     def envelope(self) -> Any:
-        """The envelope as JSON; ValueError when the body is not JSON."""
-        return json.loads(self.body)
+        """The envelope as JSON; ValueError when the body is not JSON (orjson: a rebuild decodes
+        tens of thousands a second, at a fifth of the json module's cost)."""
+        return orjson.loads(self.body)
 
 
 def _connection(url: str, *, name: str) -> amqp.Connection:
