@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import Violation
-from common.heartbeat import BEAT, WORKER, heartbeat_clear, heartbeat_write
+from common.heartbeat import BEAT, WORKER, heartbeat_clear, heartbeat_write, liveness
 from common.redis import get_redis
 from console.alert_delivery import alerts_send
 from console.alerts import alerts_check
@@ -252,9 +252,12 @@ def test_a_real_worker_alerts_that_beat_has_vanished(receiver, worker_env, tmp_p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_beat_alerts_that_the_worker_has_vanished(receiver, worker_env, tmp_path):
+def test_a_real_beat_alerts_that_the_worker_has_vanished(receiver, worker_env, celery_worker, tmp_path):
     """Beat runs the check from its tick: with no worker alive, no task could."""
-    heartbeat_clear(role=WORKER, name="test")
+    if celery_worker.running:
+        celery_worker.stop()  # the session's worker (the next test that needs one starts it again)
+    for beat_of_a_worker in liveness().processes.get(WORKER, []):
+        heartbeat_clear(role=WORKER, name=beat_of_a_worker.name)
     env = {
         **worker_env,
         "ALERT_WATCH_ENABLED": "true",
