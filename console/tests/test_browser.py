@@ -17,7 +17,7 @@ from common.faults import faults_clear, faults_set
 from conftest import ARTIFACTS
 from console.models import AuditLog, BulkRepair
 from console.operators import operators_group_ensure
-from console.tests.live_console import BROWSER_MARKS
+from console.tests.live_console import BROWSER_MARKS, log_in
 from devtools.processes import wait_for
 from orders.services import Customer, LineInput, order_place
 from sagas.models import SagaInstance, SagaState
@@ -259,3 +259,36 @@ def test_the_saga_list_fits_a_1366_pixel_screen_and_shows_stuck_as_a_warning(liv
     page.screenshot(path=str(ARTIFACTS / "needs_attention.png"), full_page=True)
     assert page.inner_text("#count-stuck .ops-number") == "1"
     assert str(sagas[0])[:8] in page.inner_text("#list-stuck")
+
+
+def _luminance(css_colour: str) -> float:
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css_colour)[:3])
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(one: str, other: str) -> float:
+    lighter, darker = sorted((_luminance(one), _luminance(other)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_the_all_links_in_the_headings_of_needs_attention_can_be_read(live_server, browser):
+    """The "all" link of a list's heading was coloured as the heading's background (#417893 on
+    #417690): the way to the full list of dead letters or violations could not be seen."""
+    from outbox.models import DeadLetter
+
+    DeadLetter.objects.create(consumer="shipping", message_id="m-1", type="create_shipment", envelope={}, reason="503")
+    operator = get_user_model().objects.create_user("lena", password="lena-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="light")
+    page.set_default_timeout(15_000)
+    log_in(
+        page,
+        f"{live_server.url}/admin/login/?next=/admin/sagas/sagainstance/attention/",
+        username="lena",
+        password="lena-secret-1",
+    )
+    link = page.locator("#list-dead-letters h2 a", has_text="all")
+    colour = link.evaluate("link => getComputedStyle(link).color")
+    background = link.evaluate("link => getComputedStyle(link.closest('h2')).backgroundColor")
+    assert _contrast(colour, background) >= 3, (colour, background)  # WCAG's minimum for large text
