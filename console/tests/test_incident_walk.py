@@ -151,6 +151,10 @@ def test_an_operator_walks_the_incident_from_a_stopped_worker_to_every_order_con
     assert superseded.count() == 2 * len(orders)  # attempts 1 and 2 of each saga
     assert all(mark == "superseded" for mark in superseded.locator(".dead-letter-mark").all_inner_texts())
     shot(page, "06-dead-letters-superseded")
+    # The mark, the list's point, is not cut off beside the filters on a 1366 px screen.
+    page.set_viewport_size({"width": 1366, "height": 768})
+    assert page.eval_on_selector(".results", "box => box.scrollWidth - box.clientWidth") <= 0
+    page.set_viewport_size({"width": 1400, "height": 1000})
     page.check("#action-toggle")
     page.select_option("select[name=action]", "discard")
     page.click("button[name=index]")
