@@ -3,119 +3,28 @@ with the real worker: a saga gets stuck, the operator finds it on the dashboard,
 with a reason, and watches it complete; and the dashboard as deployed (gunicorn, production
 settings), styled by the admin's stylesheet. Screenshots are kept in artifacts/.
 
-Where Chromium or Playwright is missing, skipped with the reason on a developer's machine, and
-failed in CI (the ``CI`` environment variable set): CI installs Debian's package, and a browser
-test that silently stops running there proves nothing.
+Where Chromium or Playwright is missing, skipped on a developer's machine and failed in CI
+(console/tests/live_console.py).
 """
 
-import importlib.util
-import os
 import re
-import shutil
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import connection, connections
 
 from common.faults import faults_clear, faults_set
-from common.heartbeat import BEAT, heartbeat_clear, heartbeat_write
 from conftest import ARTIFACTS
-from console.bulk_repairs import bulk_repairs_advance
 from console.models import AuditLog, BulkRepair
 from console.operators import operators_group_ensure
+from console.tests.live_console import BROWSER_MARKS, log_in
 from devtools.processes import wait_for
 from orders.services import Customer, LineInput, order_place
-from outbox.relay import relay_drain
 from sagas.models import SagaInstance, SagaState
-from sagas.orchestrator import saga_sweep
 from testing.saga_states import ADDRESS, make_catalog
 from testing.storefront import parked_order, stock_catalog
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _browser_missing() -> str:
-    """Why no browser test can run here, or "" when one can."""
-    if not Path(CHROMIUM).exists():
-        return f"no chromium binary at {CHROMIUM} (apt-get install chromium)"
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install -r requirements-dev.txt)"
-    return ""
-
-
-BROWSER_MISSING = _browser_missing()
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.worker,
-    pytest.mark.skipif(bool(BROWSER_MISSING) and not IN_CI, reason=BROWSER_MISSING),
-]
-
-
-@pytest.fixture(autouse=True)
-def browser_required_in_ci() -> None:
-    """Reached with a browser missing only in CI, where it is a failure rather than a skip."""
-    if BROWSER_MISSING:
-        pytest.fail(f"CI runs the browser tests, but {BROWSER_MISSING}")
-
-
-@pytest.fixture
-def beat() -> Iterator[None]:
-    """What beat does in production, every half second: drain the outbox (delayed retries
-    included), run the stuck-saga sweeper and advance bulk repairs."""
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            while not stop.is_set():
-                heartbeat_write(role=BEAT, name="test-beat")  # as beat's scheduler tick does
-                relay_drain(max_seconds=2)
-                saga_sweep()
-                bulk_repairs_advance()
-                stop.wait(0.5)
-        finally:
-            heartbeat_clear(role=BEAT, name="test-beat")
-            connection.close()
-
-    thread = threading.Thread(target=run, name="test-beat", daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright import sync_api
-
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls the test makes
-    # between browser steps are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # Under Playwright the test's queries run in another context, hence on another
-            # connection (Django's connections are context-local): close it, or it would keep
-            # the test database from being dropped.
-            connections.close_all()
+pytestmark = BROWSER_MARKS
 
 
 def test_operator_finds_a_stuck_saga_on_the_dashboard_retries_it_and_it_completes(
@@ -350,3 +259,36 @@ def test_the_saga_list_fits_a_1366_pixel_screen_and_shows_stuck_as_a_warning(liv
     page.screenshot(path=str(ARTIFACTS / "needs_attention.png"), full_page=True)
     assert page.inner_text("#count-stuck .ops-number") == "1"
     assert str(sagas[0])[:8] in page.inner_text("#list-stuck")
+
+
+def _luminance(css_colour: str) -> float:
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css_colour)[:3])
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(one: str, other: str) -> float:
+    lighter, darker = sorted((_luminance(one), _luminance(other)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_the_all_links_in_the_headings_of_needs_attention_can_be_read(live_server, browser):
+    """The "all" link of a list's heading was coloured as the heading's background (#417893 on
+    #417690): the way to the full list of dead letters or violations could not be seen."""
+    from outbox.models import DeadLetter
+
+    DeadLetter.objects.create(consumer="shipping", message_id="m-1", type="create_shipment", envelope={}, reason="503")
+    operator = get_user_model().objects.create_user("lena", password="lena-secret-1", is_staff=True)
+    operator.groups.add(operators_group_ensure(apps))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="light")
+    page.set_default_timeout(15_000)
+    log_in(
+        page,
+        f"{live_server.url}/admin/login/?next=/admin/sagas/sagainstance/attention/",
+        username="lena",
+        password="lena-secret-1",
+    )
+    link = page.locator("#list-dead-letters h2 a", has_text="all")
+    colour = link.evaluate("link => getComputedStyle(link).color")
+    background = link.evaluate("link => getComputedStyle(link.closest('h2')).backgroundColor")
+    assert _contrast(colour, background) >= 3, (colour, background)  # WCAG's minimum for large text
