@@ -230,12 +230,11 @@ class RabbitMQStream:
         AMQP 0.9.1 has no call that tells a stream's length."""
         reader = self.reader(start="last", prefetch=1000)
         try:
-            last = None
+            # The first burst only: the broker sends the last chunk at once, and a reader that
+            # went on would follow the events written meanwhile for as long as they come.
             for batch in reader.batches(max_batch=100_000, max_wait=0.3, idle=0.05):
-                if not batch:
-                    break
-                last = batch[-1].offset
-            return last
+                return batch[-1].offset if batch else None
+            return None
         finally:
             reader.close()
 

@@ -2,6 +2,7 @@
 published by the relay with confirms, in order per order."""
 
 import json
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -156,3 +157,51 @@ def test_a_reader_starts_from_the_first_event_from_an_offset_or_from_a_time(stre
     assert order_ids(2) == [2, 3, 4]  # a stored position: the offset of the next event to read
     assert order_ids(between) == [3, 4]
     assert stream.tail() == 4
+
+
+@pytest.mark.django_db
+def test_the_tail_is_found_while_events_keep_coming(stream):
+    """The consumer looks up the tail for its lag while the relay publishes: the look-up must
+    not follow the events written meanwhile (it did, and the consumer stalled until they stopped)."""
+    stop = threading.Event()
+    publisher_stream = RabbitMQStream(stream.url, stream.name)  # a connection of its own
+    stream_publish = publisher_stream.publish
+    thread = threading.Thread(target=lambda: _publish_until(stop, stream_publish), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        began = time.monotonic()
+        first = stream.tail()
+        second = stream.tail()
+        took = time.monotonic() - began
+    finally:
+        stop.set()
+        thread.join(10)
+        publisher_stream.close()
+    assert first is not None and second >= first
+    assert took < 2.0, f"two look-ups of the tail took {took:.1f} s"
+
+
+def _publish_until(stop: threading.Event, publish, *, at_most: float = 6.0) -> None:
+    n = 0
+    deadline = time.monotonic() + at_most
+    while not stop.is_set() and time.monotonic() < deadline:
+        publish([_envelope(n)])
+        n += 1
+        time.sleep(0.005)
+
+
+def _envelope(n: int) -> dict:
+    return {
+        "message_id": str(uuid.uuid4()),
+        "type": "order.confirmed",
+        "destination": STREAM_DESTINATION,
+        "aggregate": "order",
+        "aggregate_id": str(n),
+        "correlation_id": "",
+        "causation_id": "",
+        "traceparent": "",
+        "created_at": timezone.now().isoformat(),
+        "payload": {"order_id": n, "saga_id": "", "occurred_at": timezone.now().isoformat()},
+        "headers": {"version": 1},
+    }
