@@ -128,3 +128,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=1000, method="inclusive")[max(0, min(998, round(fraction * 1000) - 1))]
+
+
+def collect_static_for_run() -> None:
+    """In a benchmark's child, which renders admin pages with the production settings: their
+    static files come from collectstatic's manifest, made here into a folder of the run's own
+    (removed when the process ends)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    if "Manifest" not in settings.STORAGES.get("staticfiles", {}).get("BACKEND", ""):
+        return  # the development and test settings serve the apps' static files as they are
+    root = tempfile.mkdtemp(prefix="bench-static-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    override_settings(STATIC_ROOT=root).enable()
+    call_command("collectstatic", "--noinput", "-v", "0")

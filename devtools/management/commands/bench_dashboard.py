@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from django.test import Client
 
-from devtools.benchmarking import in_bench_child, percentile, rerun_isolated, stop_on_signals
+from devtools.benchmarking import collect_static_for_run, in_bench_child, percentile, rerun_isolated, stop_on_signals
 from devtools.processes import database_url
 from sagas.keys import step_key_sql
 
@@ -209,6 +209,7 @@ class Command(BaseCommand):
                 _drop(f"{connection.settings_dict['NAME']}_{name}"[:63])
             raise SystemExit(code)
         stop_on_signals()
+        collect_static_for_run()
         # As in production: no query log, cached templates (the engine is built on first use).
         settings.DEBUG = False
         started = time.perf_counter()

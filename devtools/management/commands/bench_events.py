@@ -13,22 +13,27 @@ Prints as its last lines ``stream_events_per_s=... rebuild_events_per_s=... lag_
 """
 
 import os
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
-from django.test import Client, override_settings
+from django.test import Client
 
 from analytics.consumer import rebuild
 from analytics.models import CancellationDaily, DailySales, FoldedEvent, Fulfilment, Generation, ProductDaily
 from analytics.services import analytics_clear
 from common.redis import get_redis
-from devtools.benchmarking import bench_workers, in_bench_child, percentile, rerun_isolated, stop_on_signals
+from devtools.benchmarking import (
+    bench_workers,
+    collect_static_for_run,
+    in_bench_child,
+    percentile,
+    rerun_isolated,
+    stop_on_signals,
+)
 from devtools.launcher import LOCAL_EVENT_STREAM_URL
 from devtools.processes import ROOT, AnalyticsConsumerProcess, wait_for
 from inventory.contracts import StockReservedV1
@@ -217,14 +222,12 @@ class Command(BaseCommand):
         client = Client(HTTP_HOST="localhost")
         client.force_login(user)
         timings = []
-        # The production settings' static files come from collectstatic's manifest: made for the run.
-        with tempfile.TemporaryDirectory() as static_root, override_settings(STATIC_ROOT=static_root):
-            call_command("collectstatic", "--noinput", "-v", "0")
-            for _ in range(7):
-                began = time.perf_counter()
-                response = client.get("/admin/analytics/?days=365")
-                timings.append((time.perf_counter() - began) * 1000)
-                assert response.status_code == 200, response.status_code
-                assert b"Net revenue per day" in response.content
+        collect_static_for_run()
+        for _ in range(7):
+            began = time.perf_counter()
+            response = client.get("/admin/analytics/?days=365")
+            timings.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200, response.status_code
+            assert b"Net revenue per day" in response.content
         self.stderr.write(f"analytics page over {order_id} fulfilments: {[round(t) for t in timings]} ms")
         return percentile(timings, 0.5)
