@@ -65,36 +65,48 @@ class RedisQueues:
 
 
 class RabbitMQQueues:
-    """The session's virtual host, counted by ``rabbitmqctl`` (AMQP counts only ready messages)."""
+    """The task queues and Celery's delay queues on the session's virtual host, counted over AMQP
+    (ready messages), and the worker's own count of what it holds (a quorum queue's count of
+    unacknowledged messages, as ``rabbitmqctl`` reports it, lags by seconds)."""
 
-    def __init__(self, url: str, vhost: str) -> None:
-        self.url, self.vhost = url, vhost
+    NAMES = [*QUEUES, *(f"celery_delayed_{level}" for level in range(28))]
 
-    def _counts(self) -> dict[str, tuple[int, int]]:
-        out = subprocess.run(
-            ["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "--no-table-headers",
-             "name", "messages", "messages_unacknowledged"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-        counts = {}
-        for line in out.splitlines():
-            name, messages, unacked = line.rsplit("\t", 2)
-            counts[name] = (int(messages), int(unacked))
-        return counts
+    def __init__(self, url: str, worker: WorkerProcess) -> None:
+        self.url, self.worker = url, worker
 
-    def messages(self) -> int:
-        return sum(messages for messages, _ in self._counts().values())
-
-    def unacknowledged(self) -> int:
-        return sum(unacked for _, unacked in self._counts().values())
-
-    def drop(self) -> None:
+    def _each_queue(self, action) -> int:
+        from amqp.exceptions import NotFound
         from kombu import Connection
 
+        total = 0
         with Connection(self.url) as connection:
             channel = connection.channel()
-            for name in self._counts():
-                channel.queue_purge(name)
+            for name in self.NAMES:
+                try:
+                    total += action(channel, name) or 0
+                except NotFound:  # not declared yet; the channel closed with the error
+                    channel = connection.channel()
+        return total
+
+    def messages(self) -> int:
+        ready = self._each_queue(lambda channel, name: channel.queue_declare(name, passive=True).message_count)
+        return ready + self.unacknowledged()
+
+    def unacknowledged(self) -> int:
+        from devtools.processes import control_app
+
+        app = control_app(self.worker.broker_url)
+        with app.connection_for_write() as connection:
+            inspect = app.control.inspect([self.worker.name], timeout=1.0, connection=connection)
+            held = 0
+            for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+                if replies is None:
+                    return 1  # no answer: the worker may be holding something
+                held += sum(len(tasks) for tasks in replies.values())
+        return held
+
+    def drop(self) -> None:
+        self._each_queue(lambda channel, name: channel.queue_purge(name))
         get_redis().delete(_nudge_key())
 
 
@@ -131,8 +143,8 @@ def celery_app_on(url: str) -> Iterator[None]:
         publisher = getattr(rabbitmq._local, "publisher", None)
         if publisher is not None:
             publisher.close()
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # The pools stay open: kombu keeps one per broker for the whole process, and the next
+        # test on this broker takes it up again.
         app.conf.update(saved)
         app._pool, app.amqp._producer_pool = saved_pools
         broker._redis_broker.cache_clear()
@@ -231,7 +243,7 @@ def live_system(request, transactional_db, broker) -> Iterator[LiveSystem]:
     if broker == "rabbitmq":
         url = request.getfixturevalue("rabbitmq_url")
         worker = request.getfixturevalue("rabbitmq_worker")
-        queues: BrokerQueues = RabbitMQQueues(url, url.rsplit("/", 1)[1])
+        queues: BrokerQueues = RabbitMQQueues(url, worker)
         switched = celery_app_on(url)
     else:
         worker, queues, switched = request.getfixturevalue("celery_worker"), RedisQueues(), _unchanged()
