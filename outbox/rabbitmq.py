@@ -118,6 +118,9 @@ class ConfirmedPublisher:
         if self._producer is None:
             options = {**(celery_app.conf.broker_transport_options or {}), "confirm_publish": False}
             connection = celery_app.connection_for_write(transport_options=options)
+            # One attempt: a broker that is down gives the batch back at once, and the relay's
+            # next run (a second later) tries again, instead of holding its claim while retrying.
+            connection.ensure_connection(max_retries=0)
             channel = connection.channel()
             channel.confirm_select()
             channel.events["basic_ack"].add(self._on_ack)
