@@ -47,3 +47,16 @@ def test_a_redis_url_keeps_the_repaired_redis_transport_and_its_visibility_timeo
     assert probe["transport"] == "config.broker.Transport"
     assert set(probe["options"]) == {"visibility_timeout"}
     assert probe["countdown"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("amqp://guest:guest@127.0.0.1:5672/backoffice", True), ("redis://elsewhere:6379/0", False)],
+)
+def test_make_run_keeps_a_rabbitmq_broker_and_drops_a_leftover_redis_one_with_embedded_redis(monkeypatch, given, kept):
+    from devtools.launcher import Services, child_environment
+
+    monkeypatch.setenv("CELERY_BROKER_URL", given)
+    services = Services("postgres://x/y", "redis://127.0.0.1:7777/0", "", "", redis_from_environment=False)
+    env = child_environment(services, settings_module=None)
+    assert env.get("CELERY_BROKER_URL") == (given if kept else None)
