@@ -224,9 +224,10 @@ def rabbitmq_url(django_db_setup) -> str:
     return f"{RABBITMQ}/{vhost}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rabbitmq_worker(worker_env, rabbitmq_url) -> Iterator[WorkerProcess]:
-    """The worker of the RabbitMQ runs, started by the first of them."""
+    """The worker of a module's RabbitMQ runs, started by the first of them and stopped after
+    the module: a second live worker would hide from the liveness tests that none is left."""
     ARTIFACTS.mkdir(exist_ok=True)
     worker = WorkerProcess({**worker_env, "CELERY_BROKER_URL": rabbitmq_url}, ARTIFACTS / "test-worker-rabbitmq.log")
     worker.start()
