@@ -138,6 +138,7 @@ def test_business_failure_compensates_completed_steps_in_reverse(live_system, sc
     _assert_compensated(order, product, compensated, reason, live_system)
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_duplicated_and_reordered_delivery_gives_the_same_outcomes(live_system):
     product = _catalog(10)
     faults_set(duplicate_delivery=1.0, reorder_delivery=1.0)
