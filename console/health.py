@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 
+from celery import current_app as celery_app
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import HttpRequest, JsonResponse
@@ -72,12 +73,27 @@ def _check_event_stream() -> dict:
     return result
 
 
+def _check_broker() -> dict:
+    """A broker that is not Redis (RabbitMQ): a passive declare of the default queue over one of
+    the app's pooled connections, which proves the connection live and the queues declared."""
+    with celery_app.pool.acquire(block=True, timeout=1) as pooled:
+        try:
+            pooled.ensure_connection(max_retries=0)  # one attempt: the web's time is the caller's
+            pooled.default_channel.queue_declare(settings.CELERY_TASK_DEFAULT_QUEUE, passive=True)
+        except Exception:
+            pooled.collect()  # a broken connection is not given back to the pool as it is
+            raise
+    return {"ok": True}
+
+
 CHECKS = {
     "database": _check_database,
     "redis": _check_redis,
     "celery_workers": _check_workers,
     "event_stream": _check_event_stream,
 }
+if settings.BROKER_IS_RABBITMQ:
+    CHECKS["broker"] = _check_broker
 
 _lock = threading.Lock()
 _cached: tuple[float, dict, int] | None = None

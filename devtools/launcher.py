@@ -532,8 +532,9 @@ def child_environment(services: Services, *, settings_module: str | None) -> dic
     env = os.environ.copy()
     env["DATABASE_URL"] = services.database_url
     env["REDIS_URL"] = services.redis_url
-    if not services.redis_from_environment:
-        # A broker URL left over for another Redis would split the system over two servers.
+    if not services.redis_from_environment and env.get("CELERY_BROKER_URL", "").startswith("redis"):
+        # A broker URL left over for another Redis would split the system over two servers (a
+        # RabbitMQ broker is kept: it is the broker asked for).
         env.pop("CELERY_BROKER_URL", None)
     if settings_module is not None:
         env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psutil
 from celery import Celery
@@ -234,7 +234,10 @@ def control_app(broker_url: str | None) -> Celery:
         return celery_app
     app = Celery("backoffice-control", broker=broker_url, set_as_current=False)
     app.conf.accept_content = celery_app.conf.accept_content
-    app.conf.broker_transport = celery_app.conf.broker_transport
+    # This process's transport (the repaired Redis one) only for a broker of the same kind: a
+    # transport named overrides the URL's scheme.
+    if urlsplit(broker_url).scheme == urlsplit(celery_app.conf.broker_url or "").scheme:
+        app.conf.broker_transport = celery_app.conf.broker_transport
     return app
 
 

@@ -7,3 +7,7 @@ class PoisonMessage(ValueError):
 
     Retrying it is pointless, so it goes straight to a dead letter with this reason.
     """
+
+
+class BrokerUnconfirmed(RuntimeError):
+    """The broker did not confirm every message of a batch: none of it may be marked published."""

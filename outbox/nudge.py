@@ -10,6 +10,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from common.redis import get_redis
+from outbox.broker import broker_countdown
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def nudge_relay(*, countdown: float | None = None) -> None:
     try:
         if countdown:
             # A delayed message (a retry with backoff) wakes the relay when it becomes due.
-            send_relay_task(countdown=countdown + 0.05)
+            send_relay_task(countdown=broker_countdown(countdown + 0.05))
         elif get_redis().set(NUDGE_KEY, "1", nx=True, px=settings.OUTBOX_NUDGE_DEBOUNCE_MS):
             send_relay_task()
     except (RedisError, OSError, KombuError) as exc:  # a broker that is down: kombu's OperationalError

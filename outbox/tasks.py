@@ -1,9 +1,15 @@
 """Celery entry points of the messaging layer. Thin: the logic lives in relay/consumer/services."""
 
+import re
+
 from celery import shared_task
 
 from outbox import consumer, services
+from outbox.broker import broker_countdown
 from outbox.relay import relay_drain
+
+# kombu.transport.native_delayed_delivery: 28 levels of "0." or "1." before the routing key.
+_DELAY_BITS = re.compile(r"^(?:[01]\.){28}")
 
 
 @shared_task(name="outbox.relay", ignore_result=True, acks_late=False)
@@ -14,10 +20,13 @@ def relay() -> int:
 
 @shared_task(bind=True, name="outbox.consume", ignore_result=True, max_retries=None)
 def consume(self, envelope: object) -> str:
+    queue = _queue_of(self)
     try:
-        return consumer.deliver(envelope, attempt=self.request.retries, queue=_queue_of(self))
+        return consumer.deliver(envelope, attempt=self.request.retries, queue=queue)
     except consumer.RetryLater as retry:
-        raise self.retry(countdown=retry.countdown, exc=retry.cause) from None
+        # Named, so the copy goes back to this queue: from the delivery info alone, Celery's
+        # delayed delivery on RabbitMQ would route it by the default queue's key.
+        raise self.retry(countdown=broker_countdown(retry.countdown), exc=retry.cause, queue=queue or None) from None
 
 
 @shared_task(name="outbox.purge", ignore_result=True)
@@ -27,4 +36,5 @@ def purge() -> dict[str, int]:
 
 def _queue_of(task) -> str:
     info = task.request.delivery_info or {}
-    return info.get("routing_key") or info.get("exchange") or ""
+    # A message that went through RabbitMQ's delayed delivery has the delay's bits before its key.
+    return _DELAY_BITS.sub("", info.get("routing_key") or "") or info.get("exchange") or ""

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
@@ -124,7 +125,9 @@ NOTIFY_UNCHARGED_CANCELLATIONS = env_bool("NOTIFY_UNCHARGED_CANCELLATIONS", Fals
 # ---------------------------------------------------------------------------
 # Celery. Every setting is explicit; the comment says what failure it prevents.
 # ---------------------------------------------------------------------------
+# Redis (the default) or RabbitMQ (an amqp:// URL); the README's "Choosing the broker" weighs them.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
 # Results are not used for control flow (the database is the source of truth).
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -146,24 +149,48 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 # Redis redelivers an unacknowledged message after the visibility timeout. It must be longer
 # than any task (and any retry countdown), or a slow task would run twice at once.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# RabbitMQ redelivers when the consumer's connection or channel goes, and confirms every publish
+# of Celery's own (a retry, a nudge): a retry acknowledges its message once its copy was sent, and
+# an unconfirmed copy could die with the broker. The relay confirms a batch at a time
+# (outbox/rabbitmq.py).
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"confirm_publish": True}
+    if BROKER_IS_RABBITMQ
+    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # kombu's Redis transport with a repair for celery 5.7's clean-up after a lost broker, which
 # otherwise kills the worker within a few dozen broker restarts under load (config/broker.py).
-CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+# A transport named here overrides the URL's scheme, so RabbitMQ keeps kombu's py-amqp transport.
+CELERY_BROKER_TRANSPORT = None if BROKER_IS_RABBITMQ else "config.broker:Transport"
 # Celery's prefork pool with a repair for a child that died while the consumer reconnected to a
 # lost broker, which otherwise ends the worker on its next connection (config/pool.py).
 CELERY_WORKER_POOL = "config.pool:TaskPool"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One queue per consuming context, so a slow context never starves another.
 MESSAGE_QUEUES = ["orders", "payments", "inventory", "shipping", "sagas"]
-# Each queue has its own routing key on one direct exchange. (A bare Queue(name) would be bound
-# to the default exchange with the default routing key, and every message would be copied
-# into every queue.)
+# Each queue has its own routing key on one exchange. (A bare Queue(name) would be bound to the
+# default exchange with the default routing key, and every message would be copied into every
+# queue.) A topic exchange, because RabbitMQ's native delayed delivery (a retry's countdown, a
+# delayed nudge) routes only through topic or fanout exchanges; the routing keys hold no
+# wildcard, so it routes as a direct one would, on Redis too.
 CELERY_TASK_DEFAULT_EXCHANGE = "backoffice"
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
 CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
-_EXCHANGE = Exchange("backoffice", type="direct")
-CELERY_TASK_QUEUES = [Queue(name, _EXCHANGE, routing_key=name) for name in ["default", "relay", *MESSAGE_QUEUES]]
+_EXCHANGE = Exchange("backoffice", type="topic")
+# On RabbitMQ every queue is a quorum queue: durable, replicated over the cluster's nodes (Raft),
+# a message confirmed to the publisher only once a majority has written it. They have no global
+# QoS (Celery sees the argument and sets a per-consumer prefetch) and no per-message TTL, so Celery
+# delays messages through its "celery_delayed_*" exchanges and queues, which the worker declares.
+# Redis ignores queue arguments.
+CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+_QUORUM = {"x-queue-type": "quorum"}
+CELERY_TASK_QUEUES = [
+    Queue(name, _EXCHANGE, routing_key=name, durable=True, queue_arguments=_QUORUM)
+    for name in ["default", "relay", *MESSAGE_QUEUES]
+]
 CELERY_TASK_ROUTES = {"outbox.relay": {"queue": "relay"}}
 # Celery's Django fixup closes the database connection around every task unless told to reuse
 # it; a new PostgreSQL connection per message would cost more than the message's own work.
@@ -213,6 +240,9 @@ FAULT_INJECTION = env_bool("FAULT_INJECTION", False)
 # reordering at the rates common.faults reads at run time).
 OUTBOX_BROKER_WRAPPER = "devtools.faults.FaultyBroker"
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
+# On RabbitMQ, how long the relay waits for the broker to confirm a batch before it gives the
+# batch back to the outbox (sent again later; the inbox absorbs the copies that did arrive).
+OUTBOX_BROKER_CONFIRM_TIMEOUT_SECONDS = float(env_str("OUTBOX_BROKER_CONFIRM_TIMEOUT_SECONDS", "10"))
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 6)
 OUTBOX_RETRY_BASE_SECONDS = float(env_str("OUTBOX_RETRY_BASE_SECONDS", "0.5"))
 OUTBOX_RETRY_MAX_SECONDS = float(env_str("OUTBOX_RETRY_MAX_SECONDS", "30"))

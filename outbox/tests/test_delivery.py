@@ -1,5 +1,5 @@
-"""Delivery guarantees of the outbox, relay and inbox, on real PostgreSQL, Redis and a real
-worker process."""
+"""Delivery guarantees of the outbox, relay and inbox, on real PostgreSQL, a real broker (Redis;
+the ones marked, RabbitMQ too) and a real worker process."""
 
 import threading
 import uuid
@@ -91,6 +91,7 @@ def test_rolled_back_transaction_delivers_nothing(live_system):
     assert not Reservation.objects.exists()
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_message_delivered_three_times_changes_state_once(live_system):
     product = _stock(10)
     with transaction.atomic():
@@ -110,6 +111,7 @@ def _delivered_count(message: OutboxMessage) -> int:
     return message.attempts
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_relay_crash_between_send_and_mark_resends_and_effect_happens_once(live_system):
     product = _stock(10)
     with transaction.atomic():
@@ -136,6 +138,7 @@ def _reply_count(message: OutboxMessage) -> int:
     return OutboxMessage.objects.filter(causation_id=str(message.message_id), type="saga_reply").count()
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_two_relays_drain_5000_messages_each_handled_exactly_once(live_system):
     from common.redis import get_redis
     from outbox.nudge import NUDGE_KEY
@@ -170,15 +173,14 @@ def test_two_relays_drain_5000_messages_each_handled_exactly_once(live_system):
     assert not DeadLetter.objects.exists()
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_worker_killed_mid_handler_message_redelivered_and_handled_once(live_system):
     faults_set(provider_latency_ms=3000)  # the gateway call takes 3 s: time to kill the worker
     saga_id = str(uuid.uuid4())
     with transaction.atomic():
         message = _charge_command(99, saga_id, amount=1299)
     wait_for(lambda: OutboxMessage.objects.filter(pk=message.pk, published_at__isnull=False).exists())
-    from common.redis import get_redis
-
-    wait_for(lambda: get_redis().hlen("unacked") > 0, message="the worker never picked the message up")
+    wait_for(lambda: live_system.queues.unacknowledged() > 0, message="the worker never picked the message up")
     import time
 
     time.sleep(0.5)
@@ -213,6 +215,7 @@ def test_transient_failure_retried_then_dead_letter_then_replay_succeeds(live_sy
     assert dead.status == DeadLetter.Status.REPLAYED
 
 
+@pytest.mark.brokers("redis", "rabbitmq")
 def test_transient_failure_succeeds_on_retry(live_system):
     saga_id = str(uuid.uuid4())
     faults_set(gateway_transient=0.5)
