@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # Relays take turns per batch: with SKIP LOCKED alone, two relays could send a later
 # message of an aggregate before an earlier one that the other relay had claimed.
 RELAY_LOCK_KEY = 0x0B0C5E1A
+# Integration events' turns (relay_stream_batch): the stream's order per aggregate is theirs alone.
+STREAM_RELAY_LOCK_KEY = 0x0B0C5E1B
 
 _SENT = ("id", *ENVELOPE_FIELDS)
 
@@ -106,7 +108,10 @@ def relay_stream_batch(*, batch_size: int | None = None, after_send: Callable[[]
     batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
+            # Relays take turns at the stream under a lock of its own: the commands' lock would
+            # hold every saga's next command (claim_committed takes it shared) for the broker's
+            # confirms of a batch of events.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [STREAM_RELAY_LOCK_KEY])
             cursor.execute(_CLAIM_STREAM_SQL, [batch_size])
             rows = dicts_of_cursor(OutboxMessage, cursor)
             if not rows:
