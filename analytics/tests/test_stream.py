@@ -124,26 +124,11 @@ def test_events_of_one_order_arrive_in_the_order_they_happened(live_system, stre
 
 @pytest.mark.django_db
 def test_a_reader_starts_from_the_first_event_from_an_offset_or_from_a_time(stream):
-    def envelope(n: int) -> dict:
-        return {
-            "message_id": str(uuid.uuid4()),
-            "type": "order.confirmed",
-            "destination": STREAM_DESTINATION,
-            "aggregate": "order",
-            "aggregate_id": str(n),
-            "correlation_id": "",
-            "causation_id": "",
-            "traceparent": "",
-            "created_at": timezone.now().isoformat(),
-            "payload": {"order_id": n, "saga_id": "", "occurred_at": timezone.now().isoformat()},
-            "headers": {"version": 1},
-        }
-
-    stream.publish([envelope(n) for n in range(3)])
+    stream.publish([_envelope(n) for n in range(3)])
     time.sleep(1.5)  # RabbitMQ keeps a time per chunk: the next publication is a later chunk
     between = timezone.now()
     time.sleep(0.5)
-    stream.publish([envelope(n) for n in range(3, 5)])
+    stream.publish([_envelope(n) for n in range(3, 5)])
 
     def order_ids(start) -> list[int]:
         reader = stream.reader(start=start)
